@@ -1,0 +1,124 @@
+"""Server settings: defaults < TOML file < environment (TIDELOG_*) < command-line flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from tidelog._transport import DEFAULT_PORT
+
+DEFAULT_METRICS_PORT = 7071
+ENV_PREFIX = "TIDELOG_"
+
+
+class SettingsError(ValueError):
+    """A bad setting; the message names where it came from."""
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    data_dir: Path = Path("tidelog-data")
+    host: str = "127.0.0.1"
+    grpc_port: int = DEFAULT_PORT  # 0: any free port (printed when ready)
+    metrics_port: int | None = DEFAULT_METRICS_PORT  # None: no metrics endpoint; 0: any free port
+    node_id: int = 0
+    log_level: str = "info"
+    default_partitions: int = 1
+    max_request_bytes: int = 64 * 1024 * 1024
+    retention_check_interval_ms: int = 30_000
+    compaction_interval_ms: int = 15_000
+    topic_defaults: dict[str, str] = field(default_factory=dict)  # cluster defaults, Kafka topic-config names
+
+    def broker_config(self):
+        from cluster.broker.config import BrokerConfig
+
+        return BrokerConfig(
+            data_dir=Path(self.data_dir),
+            node_id=self.node_id,
+            default_partitions=self.default_partitions,
+            topic_defaults=dict(self.topic_defaults),
+            max_request_bytes=self.max_request_bytes,
+            retention_check_interval_ms=self.retention_check_interval_ms,
+            compaction_interval_ms=self.compaction_interval_ms,
+        )
+
+
+_INT_FIELDS = {"grpc_port", "node_id", "default_partitions", "max_request_bytes", "retention_check_interval_ms",
+               "compaction_interval_ms"}
+_FIELD_NAMES = {f.name for f in fields(ServerSettings)}
+
+
+def _convert(name: str, value: Any, origin: str) -> Any:
+    try:
+        if name == "data_dir":
+            return Path(str(value)).expanduser()
+        if name == "metrics_port":
+            if value is None or str(value).strip().lower() in ("off", "none", "disabled", "-1"):
+                return None
+            port = int(value)
+            if not 0 <= port < 65536:
+                raise ValueError("not a port number")
+            return port
+        if name == "topic_defaults":
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a table of Kafka topic configs")
+            return {str(k): str(v) for k, v in value.items()}
+        if name in _INT_FIELDS:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            number = int(value)
+            if name == "grpc_port" and not 0 <= number < 65536:
+                raise ValueError("not a port number")
+            if name != "grpc_port" and name != "node_id" and number <= 0:
+                raise ValueError("must be positive")
+            return number
+        if name == "log_level":
+            level = str(value).lower()
+            if level not in ("debug", "info", "warning", "error"):
+                raise ValueError("expected debug, info, warning or error")
+            return level
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{origin}: invalid {name} {value!r}: {exc}") from None
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in _FIELD_NAMES:
+            raise SettingsError(f"config file {path}: unknown setting {key!r}")
+        out[name] = _convert(name, value, f"config file {path}")
+    return out
+
+
+def load_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out = {}
+    for name in _FIELD_NAMES - {"topic_defaults"}:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            out[name] = _convert(name, environ[key], f"environment {key}")
+    return out
+
+
+def resolve(flags: Mapping[str, Any], *, config_file: Path | None = None,
+            environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """Merge: defaults < file (flag --config or $TIDELOG_CONFIG) < environment < flags (None = not given)."""
+    environ = os.environ if environ is None else environ
+    settings = ServerSettings()
+    path = config_file or (Path(environ["TIDELOG_CONFIG"]) if environ.get("TIDELOG_CONFIG") else None)
+    if path is not None:
+        settings = replace(settings, **load_file(path))
+    settings = replace(settings, **load_env(environ))
+    given = {k: _convert(k, v, f"option --{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
+    return replace(settings, **given)
