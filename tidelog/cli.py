@@ -133,6 +133,9 @@ def _add_serve(commands, client) -> None:
     p.add_argument("--metrics-port", type=_port, metavar="PORT",
                    help="Prometheus /metrics port (default 7071; 0: any free port)")
     p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    p.add_argument("--kafka-port", type=_port, metavar="PORT",
+                   help="Kafka protocol port (default 9092; 0: any free port)")
+    p.add_argument("--no-kafka", action="store_true", help="do not serve the Kafka protocol")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (also $TIDELOG_CONFIG)")
     p.add_argument("--node-id", type=_non_negative, metavar="N", help="node id written on first start (default 0)")
     p.add_argument("--default-partitions", type=_positive, metavar="N", help="partitions of new topics (default 1)")
@@ -233,6 +236,7 @@ def cmd_serve(args) -> int:
         "host": args.host,
         "grpc_port": args.grpc_port,
         "metrics_port": "off" if args.no_metrics else args.metrics_port,
+        "kafka_port": "off" if args.no_kafka else args.kafka_port,
         "node_id": args.node_id,
         "default_partitions": args.default_partitions,
         "log_level": args.log_level,

@@ -16,7 +16,7 @@ from tidelog.settings import ServerSettings
 
 class EmbeddedBroker:
     def __init__(self, data_dir: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 metrics_port: int | None = None, topic_defaults: Mapping[str, object] | None = None,
+                 metrics_port: int | None = None, kafka_port: int | None = None, topic_defaults: Mapping[str, object] | None = None,
                  default_partitions: int = 1, startup_timeout: float = 30.0, **settings) -> None:
         self._tmp = None
         if data_dir is None:
@@ -24,6 +24,7 @@ class EmbeddedBroker:
             data_dir = self._tmp.name
         self.settings = ServerSettings(
             data_dir=Path(data_dir), host=host, grpc_port=port, metrics_port=metrics_port,
+            kafka_port=kafka_port,
             default_partitions=default_partitions,
             topic_defaults={k: str(v) for k, v in (topic_defaults or {}).items()}, **settings)
         self._startup_timeout = startup_timeout
@@ -37,6 +38,11 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         return self._node.bootstrap
+
+    @property
+    def kafka_bootstrap(self) -> str | None:
+        """host:port of the Kafka listener (pass kafka_port=0 to start one on a free port)."""
+        return self._node.kafka_bootstrap
 
     @property
     def port(self) -> int:

@@ -16,7 +16,9 @@ class Node:
         self.broker = None
         self.grpc = None
         self._metrics_server = None
+        self.kafka = None
         self.grpc_port: int | None = None
+        self.kafka_port: int | None = None
         self.metrics_port: int | None = None
 
     @property
@@ -26,6 +28,15 @@ class Node:
             host = "127.0.0.1"
         return f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
 
+    @property
+    def kafka_bootstrap(self) -> str | None:
+        if self.kafka_port is None:
+            return None
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"{host}:{self.kafka_port}"
+
     async def start(self) -> None:
         from cluster.broker.broker import Broker
         from cluster.grpc_server import GrpcServer
@@ -34,11 +45,26 @@ class Node:
         try:
             self.grpc = GrpcServer(self.broker, host=self.settings.host, port=self.settings.grpc_port)
             self.grpc_port = await self.grpc.start()
+            if self.settings.kafka_port is not None:
+                await self._start_kafka()
             if self.settings.metrics_port is not None:
                 self._start_metrics()
         except BaseException:
             await self.stop()
             raise
+
+    async def _start_kafka(self) -> None:
+        from cluster.kafka.config import KafkaListenerConfig
+        from cluster.kafka.server import start_kafka_listener
+
+        config = KafkaListenerConfig(num_partitions=self.settings.default_partitions,
+                                     auto_create_topics=self.settings.auto_create_topics)
+        try:
+            self.kafka = await start_kafka_listener(self.broker, self.settings.host, self.settings.kafka_port,
+                                                    config=config)
+        except OSError as exc:
+            raise OSError(f"cannot serve Kafka on {self.settings.host}:{self.settings.kafka_port}: {exc}") from exc
+        self.kafka_port = self.kafka.port
 
     def _start_metrics(self) -> None:
         from prometheus_client import start_http_server
@@ -53,10 +79,14 @@ class Node:
 
     def ready_line(self) -> str:
         metrics = f"http://{self.settings.host}:{self.metrics_port}/metrics" if self.metrics_port else "off"
-        return (f"tidelog ready: grpc={self.bootstrap} metrics={metrics} data_dir={self.settings.data_dir} "
+        kafka = self.kafka_bootstrap or "off"
+        return (f"tidelog ready: grpc={self.bootstrap} kafka={kafka} metrics={metrics} data_dir={self.settings.data_dir} "
                 f"node_id={self.broker.node_id} cluster_id={self.broker.cluster_id}")
 
     async def stop(self) -> None:
+        if self.kafka is not None:
+            await self.kafka.close()
+            self.kafka = None
         if self.grpc is not None:
             await self.grpc.stop(grace=1.0)
             self.grpc = None

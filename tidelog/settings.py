@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from tidelog._transport import DEFAULT_PORT
 
 DEFAULT_METRICS_PORT = 7071
+DEFAULT_KAFKA_PORT = 9092
 ENV_PREFIX = "TIDELOG_"
 
 
@@ -24,6 +25,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     grpc_port: int = DEFAULT_PORT  # 0: any free port (printed when ready)
     metrics_port: int | None = DEFAULT_METRICS_PORT  # None: no metrics endpoint; 0: any free port
+    kafka_port: int | None = DEFAULT_KAFKA_PORT  # None: no Kafka listener; 0: any free port
+    auto_create_topics: bool = True  # Kafka's auto.create.topics.enable
     node_id: int = 0
     log_level: str = "info"
     default_partitions: int = 1
@@ -55,7 +58,14 @@ def _convert(name: str, value: Any, origin: str) -> Any:
     try:
         if name == "data_dir":
             return Path(str(value)).expanduser()
-        if name == "metrics_port":
+        if name == "auto_create_topics":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError("expected true or false")
+            return text in ("true", "1", "yes", "on")
+        if name in ("metrics_port", "kafka_port"):
             if value is None or str(value).strip().lower() in ("off", "none", "disabled", "-1"):
                 return None
             port = int(value)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_READY = re.compile(r"tidelog ready: grpc=(\S+):(\d+) metrics=(\S+)")
+_READY = re.compile(r"tidelog ready: grpc=(\S+):(\d+) kafka=(\S+) metrics=(\S+)")
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -45,6 +45,7 @@ class ServeProcess:
         self.port = port
         self.metrics = metrics
         self.metrics_url: str | None = None
+        self.kafka_bootstrap: str | None = None
         self.extra_args = list(extra_args or [])
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
@@ -66,6 +67,8 @@ class ServeProcess:
         args = cli_command("serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
                            "--grpc-port", str(self.port))
         args += ["--metrics-port", "0"] if self.metrics else ["--no-metrics"]
+        if not any(a in ("--kafka-port", "--no-kafka") for a in self.extra_args):
+            args += ["--kafka-port", "0"]
         args += self.extra_args
         self._ready.clear()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -89,7 +92,8 @@ class ServeProcess:
             match = _READY.search(line)
             if match and proc is self.proc:
                 self.port = int(match.group(2))
-                self.metrics_url = match.group(3) if match.group(3) != "off" else None
+                self.kafka_bootstrap = match.group(3) if match.group(3) != "off" else None
+                self.metrics_url = match.group(4) if match.group(4) != "off" else None
                 self._ready.set()
 
     def stderr(self) -> str:
