@@ -15,7 +15,7 @@ import socket
 import grpc
 
 from cluster.broker.broker import Broker
-from cluster.broker.errors import BrokerError, InvalidRequestError
+from cluster.broker.errors import BrokerError, InvalidRequestError, leader_hint
 from cluster.broker.types import (
     ACKS_ALL,
     ACKS_NONE,
@@ -34,6 +34,7 @@ from proto.rpc import tidelog_v1_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 ERROR_METADATA_KEY = "tidelog-error"
+LEADER_METADATA_KEY = "tidelog-leader"  # with NOT_LEADER_OR_FOLLOWER: the broker id that leads, -1 if unknown
 MiB = 1024 * 1024
 # Requests a ProduceStream may have appended but not yet answered.
 MAX_PRODUCE_STREAM_IN_FLIGHT = 64
@@ -51,6 +52,7 @@ _STATUS_BY_ERROR: dict[str, grpc.StatusCode] = {
     "NOT_LEADER_OR_FOLLOWER": grpc.StatusCode.UNAVAILABLE,
     "LEADER_NOT_AVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "NOT_ENOUGH_REPLICAS": grpc.StatusCode.UNAVAILABLE,
+    "NOT_CONTROLLER": grpc.StatusCode.UNAVAILABLE,
     "KAFKA_STORAGE_ERROR": grpc.StatusCode.UNAVAILABLE,
     "BROKER_NOT_AVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "UNKNOWN_SERVER_ERROR": grpc.StatusCode.INTERNAL,
@@ -73,8 +75,10 @@ def status_for(name: str) -> grpc.StatusCode:
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: BrokerError) -> None:
-    await context.abort(status_for(error.error_name), f"{error.error_name}: {error}",
-                        trailing_metadata=((ERROR_METADATA_KEY, error.error_name),))
+    metadata: tuple[tuple[str, str], ...] = ((ERROR_METADATA_KEY, error.error_name),)
+    if error.error_name == "NOT_LEADER_OR_FOLLOWER":
+        metadata += ((LEADER_METADATA_KEY, str(leader_hint(error))),)
+    await context.abort(status_for(error.error_name), f"{error.error_name}: {error}", trailing_metadata=metadata)
 
 
 def _handler(method):
@@ -112,6 +116,8 @@ def _topic_description(info: TopicInfo) -> pb.TopicDescription:
                 size_bytes=s.size_bytes,
                 leader_id=s.leader_id,
                 leader_epoch=s.leader_epoch,
+                replicas=list(s.replicas),
+                isr=list(s.isr),
             )
             for s in info.partitions
         ],
@@ -125,8 +131,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     @_handler
     async def CreateTopic(self, request, context):
+        if request.replication_factor < 0:
+            raise BrokerError(f"replication factor must be at least 1, got {request.replication_factor}",
+                              error_name="INVALID_REPLICATION_FACTOR")
         info = await self._broker.create_topic(request.name, request.partitions, dict(request.configs),
-                                               validate_only=request.validate_only)
+                                               validate_only=request.validate_only,
+                                               replication_factor=request.replication_factor or None)
         return pb.CreateTopicResponse(topic=_topic_description(info))
 
     @_handler
@@ -166,6 +176,7 @@ def _produce_response(correlation_id: int, results) -> pb.ProduceResponse:
             base_offset=r.base_offset,
             log_append_time_ms=r.log_append_time_ms,
             log_start_offset=r.log_start_offset,
+            leader_id=r.leader_id,
         )
         for r in results
     ])
@@ -267,6 +278,7 @@ class LogServicer(pb_grpc.LogServiceServicer):
                 log_start_offset=r.log_start_offset,
                 last_stable_offset=r.last_stable_offset,
                 records=bytes(r.records),
+                leader_id=r.leader_id,
             )
             for r in results
         ])
@@ -334,8 +346,46 @@ class LogServicer(pb_grpc.LogServiceServicer):
             else:
                 out.append(pb.ListOffsetsResult(topic=r.topic, partition=r.partition,
                                                 error_code=error_code(r.error_name), error_message=r.error_message,
-                                                offset=r.offset, timestamp_ms=r.timestamp))
+                                                offset=r.offset, timestamp_ms=r.timestamp, leader_id=r.leader_id))
         return pb.ListOffsetsResponse(partitions=out)
+
+
+class ClusterServicer(pb_grpc.ClusterServiceServicer):
+    """Cluster status (DescribeCluster) and replica moves (ReassignPartition), from the cluster runtime
+    (cluster.replication.runtime.ClusterRuntime); a standalone broker describes itself as a one-node cluster."""
+
+    def __init__(self, broker: Broker, runtime=None) -> None:
+        self._broker = broker
+        self._runtime = runtime
+
+    @_handler
+    async def DescribeCluster(self, request, context):
+        runtime = self._runtime
+        if runtime is not None:
+            return runtime.describe_cluster()
+        broker = self._broker
+        node = broker.node_id
+        partitions = []
+        for t in broker.list_topics():
+            for p in range(t.partition_count):
+                part = broker.partition(t.name, p)
+                partitions.append(pb.PartitionStatus(
+                    topic=t.name, partition=p, leader_id=node, leader_epoch=part.leader_epoch, replicas=[node],
+                    isr=[node], high_watermark=part.high_watermark, log_end_offset=part.log_end_offset))
+        return pb.DescribeClusterResponse(cluster_id=broker.cluster_id, node_id=node, controller_id=node,
+                                          brokers=[pb.BrokerStatus(broker_id=node, alive=True)],
+                                          partitions=partitions)
+
+    @_handler
+    async def ReassignPartition(self, request, context):
+        if self._runtime is None:
+            raise InvalidRequestError("a standalone broker has no replicas to move")
+        if not request.replicas:
+            raise BrokerError("give the new replica list", error_name="INVALID_REPLICA_ASSIGNMENT")
+        timeout = (request.timeout_ms or 60_000) / 1000
+        replicas, target = await self._runtime.reassign_partition(
+            request.topic, request.partition, list(request.replicas), wait=request.wait, timeout=timeout)
+        return pb.ReassignPartitionResponse(replicas=replicas, target_replicas=target or [])
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -353,7 +403,7 @@ class GrpcServer:
     """The gRPC listener of one broker."""
 
     def __init__(self, broker: Broker, *, host: str = "127.0.0.1", port: int = 0,
-                 max_concurrent_rpcs: int = 1024) -> None:
+                 max_concurrent_rpcs: int = 1024, runtime=None, extra_servicers=()) -> None:
         self._broker = broker
         self._host = host
         self._requested_port = port
@@ -370,6 +420,9 @@ class GrpcServer:
         )
         pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(broker), self._server)
         pb_grpc.add_LogServiceServicer_to_server(LogServicer(broker), self._server)
+        pb_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(broker, runtime), self._server)
+        for add in extra_servicers:  # (e.g. the consumer-group service) add(server)
+            add(self._server)
 
     async def start(self) -> int:
         host = f"[{self._host}]" if ":" in self._host else self._host

@@ -23,6 +23,7 @@ DEFAULT_PORT = 7070
 DEFAULT_BOOTSTRAP = f"127.0.0.1:{DEFAULT_PORT}"
 BOOTSTRAP_ENV = "TIDELOG_BOOTSTRAP"
 ERROR_METADATA_KEY = "tidelog-error"
+LEADER_METADATA_KEY = "tidelog-leader"
 MiB = 1024 * 1024
 
 CHANNEL_OPTIONS = [
@@ -39,31 +40,55 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def resolve_bootstrap(bootstrap: str | None) -> str:
-    """`host:port` from the argument, else $TIDELOG_BOOTSTRAP, else 127.0.0.1:7070. Raises ValueError."""
-    value = (bootstrap or os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP).strip()
-    first = value.split(",")[0].strip()  # single node for now: the first address
-    host, sep, port = first.rpartition(":")
-    if not sep or not host:
+def resolve_bootstrap_list(bootstrap: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """`host:port[,host:port...]` (or a list) from the argument, else $TIDELOG_BOOTSTRAP, else
+    127.0.0.1:7070. Any one reachable broker of a cluster will do. Raises ValueError."""
+    if isinstance(bootstrap, (list, tuple)):
+        items = [str(b).strip() for b in bootstrap]
+        value = ",".join(items)
+    else:
+        value = (bootstrap or os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP).strip()
+        items = [v.strip() for v in value.split(",")]
+    out = []
+    for item in items:
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"bootstrap address {item!r} must be HOST:PORT")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bootstrap address {item!r} has an invalid port")
+        if item not in out:
+            out.append(item)
+    if not out:
         raise ValueError(f"bootstrap address {value!r} must be HOST:PORT")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bootstrap address {value!r} has an invalid port")
-    return first
+    return out
+
+
+def resolve_bootstrap(bootstrap: str | list[str] | None) -> str:
+    """The first `host:port` of the bootstrap list (see resolve_bootstrap_list). Raises ValueError."""
+    return resolve_bootstrap_list(bootstrap)[0]
 
 
 def rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError, target: str) -> TidelogError:
     """Translate a failed RPC: the broker's `tidelog-error` reason if present, else by status code."""
     name = None
+    leader = None
     try:
         for key, value in exc.trailing_metadata() or ():
             if key == ERROR_METADATA_KEY:
                 name = value
+            elif key == LEADER_METADATA_KEY:
+                leader = int(value)
     except Exception:
         pass
     details = exc.details() or ""
     if name:
         message = details.split(": ", 1)[1] if details.startswith(f"{name}: ") else details
-        return error_for(name, message)
+        error = error_for(name, message)
+        if leader is not None:
+            error.leader_id = leader
+        return error
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return BrokerUnavailableError(f"cannot reach broker at {target}: {details}")
@@ -140,17 +165,29 @@ def client_loop() -> LoopThread:
 class Connection:
     """One broker connection: a grpc.aio channel plus stubs, living on its own LoopThread."""
 
-    def __init__(self, bootstrap: str | None, *, request_timeout_ms: int = 30_000) -> None:
+    def __init__(self, bootstrap: str | None, *, request_timeout_ms: int = 30_000, _on_loop: bool = False) -> None:
         self.target = resolve_bootstrap(bootstrap)
         self.request_timeout = request_timeout_ms / 1000
         self.loop_thread = client_loop()
         self._closed = False
-        self.loop_thread.run(self._open())
+        if _on_loop:
+            self._open_now()
+        else:
+            self.loop_thread.run(self._open())
+
+    @classmethod
+    def on_loop(cls, target: str, *, request_timeout_ms: int = 30_000) -> "Connection":
+        """Build from the client loop's own thread (the channel binds to that loop)."""
+        return cls(target, request_timeout_ms=request_timeout_ms, _on_loop=True)
 
     async def _open(self) -> None:
+        self._open_now()
+
+    def _open_now(self) -> None:
         self.channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self.admin = pb_grpc.AdminServiceStub(self.channel)
         self.log = pb_grpc.LogServiceStub(self.channel)
+        self.cluster = pb_grpc.ClusterServiceStub(self.channel)
 
     async def _call(self, method, request, timeout: float):
         try:
@@ -178,6 +215,9 @@ class Connection:
             await self.channel.close(grace=None)
 
         try:
-            self.loop_thread.run(_close(), 5)
+            if self.loop_thread.in_loop_thread:
+                self.loop_thread.loop.create_task(_close())
+            else:
+                self.loop_thread.run(_close(), 5)
         except Exception:
             pass

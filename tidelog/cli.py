@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     client = _Parser(add_help=False)
     client.add_argument("--bootstrap", metavar="HOST:PORT",
-                        help="broker address (default: $TIDELOG_BOOTSTRAP, else 127.0.0.1:7070)")
+                        help="broker address, or several comma-separated (any broker of a cluster will do; "
+                             "default: $TIDELOG_BOOTSTRAP, else 127.0.0.1:7070)")
     client.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="request timeout (default 30)")
 
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve(commands, client) -> None:
     p = commands.add_parser(
         "serve", help="run a broker",
-        description="Run a single-node broker. Settings: flags > environment (TIDELOG_*) > --config file > defaults.")
+        description="Run a broker: one node of a cluster (--peers), or a one-node cluster. Settings: flags > "
+                    "environment (TIDELOG_*) > --config file > defaults.")
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="where logs live (default ./tidelog-data)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--grpc-port", type=_port, metavar="PORT", help="gRPC port (default 7070; 0: any free port)")
@@ -137,8 +139,19 @@ def _add_serve(commands, client) -> None:
                    help="Kafka protocol port (default 9092; 0: any free port)")
     p.add_argument("--no-kafka", action="store_true", help="do not serve the Kafka protocol")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (also $TIDELOG_CONFIG)")
-    p.add_argument("--node-id", type=_non_negative, metavar="N", help="node id written on first start (default 0)")
+    p.add_argument("--node-id", type=_non_negative, metavar="N",
+                   help="this broker's id, one of --peers (default 1 without --peers); fixed at first start")
     p.add_argument("--default-partitions", type=_positive, metavar="N", help="partitions of new topics (default 1)")
+    p.add_argument("--peers", metavar="ID=HOST:PORT,...",
+                   help="every broker of the cluster with its raft address, this one included, e.g. "
+                        "1=127.0.0.1:7113,2=127.0.0.1:7123,3=127.0.0.1:7133 (default: a one-node cluster)")
+    p.add_argument("--raft-port", type=_port, metavar="PORT",
+                   help="inter-broker port to listen on (default: this node's port in --peers; 0: any free port)")
+    p.add_argument("--controller-voters", metavar="ID,...",
+                   help="brokers that vote in the controller group (default: the first 3 peers)")
+    p.add_argument("--rack", metavar="RACK", help="rack of this broker (replicas are spread across racks)")
+    p.add_argument("--default-replication-factor", type=_positive, metavar="N",
+                   help="replicas of new topics (default 3, capped by the number of brokers)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     p.set_defaults(func=cmd_serve)
 
@@ -220,6 +233,39 @@ def _add_consume(commands, client) -> None:
 COMMANDS: list[Callable] = [_add_serve, _add_topic, _add_produce, _add_consume]
 
 
+def _add_cluster(commands, client) -> None:
+    from tidelog.launcher import add_cluster_commands  # `tidelog cluster up|status|down|...-node`
+
+    add_cluster_commands(commands)
+
+
+COMMANDS.append(_add_cluster)
+
+
+def _add_group(commands, client) -> None:
+    from tidelog.group_consumer import add_group_commands  # `tidelog group list|describe|reset-offsets|delete`
+
+    add_group_commands(commands, client)
+
+
+def _add_dlq(commands, client) -> None:
+    from tidelog.dlq import add_dlq_commands  # `tidelog dlq replay`
+
+    add_dlq_commands(commands, client)
+
+
+COMMANDS += [_add_group, _add_dlq]
+
+
+def _add_partition(commands, client) -> None:
+    from tidelog.partition_cli import add_partition_commands  # `tidelog partition reassign`
+
+    add_partition_commands(commands, client)
+
+
+COMMANDS.append(_add_partition)
+
+
 # --------------------------------------------------------------------------------------------------------
 # commands
 
@@ -240,10 +286,16 @@ def cmd_serve(args) -> int:
         "node_id": args.node_id,
         "default_partitions": args.default_partitions,
         "log_level": args.log_level,
+        "peers": args.peers,
+        "raft_port": args.raft_port,
+        "controller_voters": args.controller_voters,
+        "rack": args.rack,
+        "default_replication_factor": args.default_replication_factor,
     }
     try:
         settings = resolve(flags, config_file=args.config)
-    except SettingsError as exc:
+        settings.cluster_settings()  # bad --peers / --node-id / --controller-voters: one line, exit 1
+    except (SettingsError, ValueError) as exc:
         raise CliError(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -13,10 +13,16 @@ import concurrent.futures
 import time
 from typing import Iterable, Iterator, Mapping
 
+import asyncio
+
+import grpc
+
 from proto.rpc import tidelog_v1_pb2 as pb
 from storage.record_batch import decode_records, iter_headers
-from tidelog._transport import Connection
+from tidelog._cluster import ClusterClient
+from tidelog._transport import rpc_error
 from tidelog.errors import (
+    METADATA_STALE,
     BrokerUnavailableError,
     OffsetOutOfRangeError,
     RequestTimedOutError,
@@ -48,6 +54,21 @@ def _error_name(code: int) -> str:
     return pb.ErrorCode.Name(code) if code in _ERROR_NUMBERS else "UNKNOWN_SERVER_ERROR"
 
 
+class _Fetched:
+    """Per-partition fetch results gathered from several leaders (shaped like a FetchResponse)."""
+
+    __slots__ = ("partitions",)
+
+    def __init__(self, partitions: list) -> None:
+        self.partitions = partitions
+
+
+def _failed(tp: TopicPartition, name: str, message: str) -> pb.FetchPartitionResult:
+    return pb.FetchPartitionResult(topic=tp.topic, partition=tp.partition, error_code=pb.ErrorCode.Value(name),
+                                   error_message=message, high_watermark=-1, log_start_offset=-1,
+                                   last_stable_offset=-1)
+
+
 class Consumer:
     """Read records from assigned partitions. Not thread-safe: use one consumer per thread."""
 
@@ -76,7 +97,7 @@ class Consumer:
         self.max_poll_records = max_poll_records
         self.consumer_timeout_ms = consumer_timeout_ms
         self.retry_backoff = retry_backoff_ms / 1000
-        self._conn = Connection(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._cluster = ClusterClient(bootstrap, request_timeout_ms=request_timeout_ms)
         self._positions: dict[TopicPartition, int | None] = {}  # None: reset by auto_offset_reset
         self._buffer: collections.deque[ConsumerRecord] = collections.deque()
         # The fetch in flight: (the positions it asked for, its future). At most one.
@@ -92,7 +113,7 @@ class Consumer:
     # -- assignment and positions ------------------------------------------------------------------------
 
     def partitions_for(self, topic: str) -> int:
-        response = self._conn.call(self._conn.admin.DescribeTopic, pb.DescribeTopicRequest(name=topic))
+        response = self._cluster.call_any(lambda c: c.admin.DescribeTopic, pb.DescribeTopicRequest(name=topic))
         return len(response.topic.partitions)
 
     def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
@@ -172,9 +193,10 @@ class Consumer:
             else pb.ListOffsetsPartition(topic=tp.topic, partition=tp.partition, timestamp_ms=v)
             for tp, v in specs.items()
         ])
-        response = self._conn.call(self._conn.log.ListOffsets, request)
+        from tidelog.admin import list_offsets_routed
+
         out = {}
-        for r in response.partitions:
+        for r in list_offsets_routed(self._cluster, list(request.partitions)):
             if r.error_code:
                 raise error_for(_error_name(r.error_code), r.error_message)
             out[TopicPartition(r.topic, r.partition)] = (r.offset, r.timestamp_ms)
@@ -247,6 +269,7 @@ class Consumer:
         except (BrokerUnavailableError, RequestTimedOutError):
             # As Kafka's consumer: a broker that is away (restarting) is waited for, not reported by poll().
             self._inflight = None
+            self._cluster.invalidate()
             time.sleep(min(self.retry_backoff, max_wait_ms / 1000 + 0.01))
             return
         except BaseException:
@@ -261,6 +284,7 @@ class Consumer:
                     following[tp] = max(following[tp], _next_offset(result.records))
             self._inflight = (following, self._send_fetch(following, self.fetch_max_wait_ms))
         reset: list[TopicPartition] = []
+        retry_later = False
         for result in response.partitions:
             tp = TopicPartition(result.topic, result.partition)
             position = self._positions.get(tp)
@@ -273,25 +297,61 @@ class Consumer:
                     continue
                 error = error_for(name, result.error_message or f"fetch of {tp} failed")
                 if error.retriable:
+                    retry_later = True
                     continue
                 raise error
             if result.records:
                 self._positions[tp] = self._decode(tp, result.records, position)
         if reset:
             self._reset_positions(reset)
+        if retry_later and not self._buffer:
+            time.sleep(min(self.retry_backoff, max_wait_ms / 1000 + 0.01))
 
     def _send_fetch(self, positions: dict[TopicPartition, int], max_wait_ms: int) -> concurrent.futures.Future:
-        request = pb.FetchRequest(
-            max_wait_ms=max_wait_ms,
-            min_bytes=self.fetch_min_bytes,
-            max_bytes=self.fetch_max_bytes,
-            partitions=[pb.FetchPartition(topic=tp.topic, partition=tp.partition, fetch_offset=pos,
-                                          max_bytes=self.max_partition_fetch_bytes)
-                        for tp, pos in positions.items()],
-        )
-        conn = self._conn
-        return conn.loop_thread.submit(conn.acall(conn.log.Fetch, request,
-                                                  timeout=conn.request_timeout + max_wait_ms / 1000))
+        return self._cluster.loop_thread.submit(self._fetch_routed(positions, max_wait_ms))
+
+    async def _fetch_routed(self, positions: dict[TopicPartition, int], max_wait_ms: int) -> "_Fetched":
+        """One Fetch per partition leader, concurrently; the per-partition results merged in request order.
+        A leader that cannot be reached (or is unknown) yields retriable per-partition errors, and the
+        metadata is refreshed for the next poll."""
+        cluster = self._cluster
+        groups: dict[str, list[TopicPartition]] = {}
+        results: dict[TopicPartition, object] = {}
+        for tp in positions:
+            conn = await cluster.leader_connection(tp.topic, tp.partition)
+            if conn is None:
+                results[tp] = _failed(tp, "LEADER_NOT_AVAILABLE", f"no leader known for {tp}")
+            else:
+                groups.setdefault(conn.target, []).append(tp)
+        timeout = cluster.request_timeout + max_wait_ms / 1000
+
+        async def one(address: str, tps: list[TopicPartition]) -> None:
+            request = pb.FetchRequest(
+                max_wait_ms=max_wait_ms, min_bytes=self.fetch_min_bytes, max_bytes=self.fetch_max_bytes,
+                partitions=[pb.FetchPartition(topic=tp.topic, partition=tp.partition, fetch_offset=positions[tp],
+                                              max_bytes=self.max_partition_fetch_bytes) for tp in tps])
+            try:
+                response = await cluster.connection(address).log.Fetch(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                error = rpc_error(exc, address)
+                if not (error.retriable or isinstance(error, BrokerUnavailableError)):
+                    raise error from None
+                cluster.invalidate()
+                for tp in tps:
+                    results[tp] = _failed(tp, "BROKER_NOT_AVAILABLE", str(error))
+                return
+            for r in response.partitions:
+                tp = TopicPartition(r.topic, r.partition)
+                results[tp] = r
+                if r.error_code and _error_name(r.error_code) in METADATA_STALE:
+                    err = error_for(_error_name(r.error_code), r.error_message)
+                    err.leader_id = r.leader_id
+                    cluster.note_error(err, r.topic, r.partition)
+
+        await asyncio.gather(*(one(a, tps) for a, tps in groups.items()))
+        if any(getattr(r, "error_code", 0) for r in results.values()):
+            await cluster.refresh()
+        return _Fetched([results[tp] for tp in positions if tp in results])
 
     def _decode(self, tp: TopicPartition, data: bytes, position: int) -> int:
         """Buffer the records at or after `position`; return the new position."""
@@ -318,7 +378,7 @@ class Consumer:
             if self._inflight is not None:
                 self._inflight[1].cancel()
                 self._inflight = None
-            self._conn.close()
+            self._cluster.close()
 
     def __enter__(self) -> "Consumer":
         return self

@@ -17,6 +17,18 @@ RETRIABLE = frozenset({
     "UNKNOWN_LEADER_EPOCH",
     "OFFSET_NOT_AVAILABLE",
     "THROTTLING_QUOTA_EXCEEDED",
+    "NOT_CONTROLLER",
+})
+
+# Errors after which a client asks the cluster again where partitions live.
+METADATA_STALE = frozenset({
+    "NOT_LEADER_OR_FOLLOWER",
+    "LEADER_NOT_AVAILABLE",
+    "BROKER_NOT_AVAILABLE",
+    "FENCED_LEADER_EPOCH",
+    "UNKNOWN_LEADER_EPOCH",
+    "NETWORK_EXCEPTION",
+    "REQUEST_TIMED_OUT",
 })
 
 
@@ -24,6 +36,7 @@ class TidelogError(Exception):
     """Base of every error the client raises."""
 
     error_name = "UNKNOWN_SERVER_ERROR"
+    leader_id = -1  # NOT_LEADER_OR_FOLLOWER: the broker the answering one believes leads (-1: unknown)
 
     def __init__(self, message: str, *, error_name: str | None = None) -> None:
         super().__init__(message)

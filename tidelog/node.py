@@ -1,4 +1,8 @@
-"""One tidelog node: the broker core plus its front doors (gRPC) and the Prometheus /metrics endpoint."""
+"""One tidelog node: the broker core, its cluster runtime (Raft host, controller, replicated partitions), its
+front doors (gRPC, Kafka) and the Prometheus /metrics endpoint.
+
+Every node is a cluster node: without --peers it is a one-node cluster (every partition a one-voter Raft
+group), so a single broker and a cluster run the same code."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ log = logging.getLogger("tidelog.node")
 class Node:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        self.runtime = None
         self.broker = None
         self.grpc = None
         self._metrics_server = None
@@ -38,19 +43,32 @@ class Node:
         return f"{host}:{self.kafka_port}"
 
     async def start(self) -> None:
-        from cluster.broker.broker import Broker
-        from cluster.grpc_server import GrpcServer
+        from dataclasses import replace
 
-        self.broker = await Broker.open(self.settings.broker_config())
+        from cluster.broker.broker import Broker
+        from cluster.broker.errors import BrokerError
+        from cluster.grpc_server import GrpcServer
+        from cluster.replication.runtime import ClusterRuntime
+
+        cluster = self.settings.cluster_settings()
+        config = replace(self.settings.broker_config(), node_id=cluster.node_id)
+        self.runtime = ClusterRuntime(cluster)
+        self.broker = await Broker.open(config, cluster=self.runtime)
         try:
-            self.grpc = GrpcServer(self.broker, host=self.settings.host, port=self.settings.grpc_port)
+            if self.broker.node_id != cluster.node_id:
+                raise BrokerError(f"data directory {self.settings.data_dir} belongs to node {self.broker.node_id}, "
+                                  f"not node {cluster.node_id} (use that node's own --data-dir)")
+            await self.runtime.start(self.broker)
+            self.grpc = GrpcServer(self.broker, host=self.settings.host, port=self.settings.grpc_port,
+                                   runtime=self.runtime)
             self.grpc_port = await self.grpc.start()
             if self.settings.kafka_port is not None:
                 await self._start_kafka()
+            self.runtime.set_endpoints(self.grpc_port, self.kafka_port)
             if self.settings.metrics_port is not None:
                 self._start_metrics()
         except BaseException:
-            await self.stop()
+            await self.stop(graceful=False)
             raise
 
     async def _start_kafka(self) -> None:
@@ -59,9 +77,12 @@ class Node:
 
         config = KafkaListenerConfig(num_partitions=self.settings.default_partitions,
                                      auto_create_topics=self.settings.auto_create_topics)
+        from cluster.kafka.cluster_view import RaftClusterView
+
         try:
             self.kafka = await start_kafka_listener(self.broker, self.settings.host, self.settings.kafka_port,
-                                                    config=config)
+                                                    config=config, cluster=RaftClusterView(self.runtime),
+                                                    producer_id_reserve=self.runtime.reserve_producer_ids)
         except OSError as exc:
             raise OSError(f"cannot serve Kafka on {self.settings.host}:{self.settings.kafka_port}: {exc}") from exc
         self.kafka_port = self.kafka.port
@@ -83,7 +104,13 @@ class Node:
         return (f"tidelog ready: grpc={self.bootstrap} kafka={kafka} metrics={metrics} data_dir={self.settings.data_dir} "
                 f"node_id={self.broker.node_id} cluster_id={self.broker.cluster_id}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, graceful: bool = True) -> None:
+        """Graceful (SIGTERM): hand every leadership to another broker first, then stop."""
+        if graceful and self.runtime is not None and self.runtime.host is not None:
+            try:
+                await self.runtime.transfer_leaderships(5.0)
+            except Exception as exc:  # pragma: no cover
+                log.warning("handing leaderships over failed: %s", exc)
         if self.kafka is not None:
             await self.kafka.close()
             self.kafka = None
@@ -93,6 +120,9 @@ class Node:
         if self._metrics_server is not None:
             server, self._metrics_server = self._metrics_server, None
             await asyncio.to_thread(_shutdown_http, server)
+        if self.runtime is not None:
+            await self.runtime.close(graceful=False)
+            self.runtime = None
         if self.broker is not None:
             await self.broker.close()
             self.broker = None

@@ -4,8 +4,11 @@
 sticky for null keys), appends the record to that partition's open batch and returns a future. A sender
 coroutine on the client's loop thread closes batches that are full (`batch_size`) or old (`linger_ms`),
 encodes them as RecordBatch v2 (with `compression`) and writes them, many partitions per request, on one
-ProduceStream; the broker answers each request once `acks` is satisfied. Retriable failures are retried
-after `retry_backoff_ms` until `delivery_timeout_ms`. With `max_in_flight` > 1 a retry may land after a
+ProduceStream per partition leader (a cluster's brokers each lead some partitions; `bootstrap` may list
+several brokers, any one reachable will do); the broker answers each request once `acks` is satisfied.
+Retriable failures (NOT_LEADER_OR_FOLLOWER, a lost connection, a timeout, NOT_ENOUGH_REPLICAS) are retried
+after `retry_backoff_ms` until `delivery_timeout_ms`, against the leader the cluster names after a metadata
+refresh. `max_in_flight` requests may be outstanding per broker; with more than 1 a retry may land after a
 later batch of the same partition, as in Kafka without idempotence; set it to 1 for strict order under
 failures.
 """
@@ -25,7 +28,8 @@ import grpc
 from proto.rpc import tidelog_v1_pb2 as pb
 from storage.compression import Compression
 from storage.record_batch import RecordInput, build_batch
-from tidelog._transport import Connection, rpc_error
+from tidelog._cluster import ClusterClient
+from tidelog._transport import rpc_error
 from tidelog.errors import (
     BrokerUnavailableError,
     MessageTooLargeError,
@@ -68,7 +72,8 @@ class _Batch:
     """Records of one partition sent together; completes all its futures at once."""
 
     __slots__ = ("topic", "partition", "records", "size", "created", "attempts", "retry_at", "deadline",
-                 "base_offset", "log_append_time", "error", "done", "callbacks", "encoded", "count", "sent_at")
+                 "base_offset", "log_append_time", "error", "done", "callbacks", "encoded", "count", "sent_at",
+                 "last_error")
 
     def __init__(self, topic: str, partition: int, created: float, deadline: float) -> None:
         self.topic = topic
@@ -87,6 +92,7 @@ class _Batch:
         self.encoded: bytes | None = None
         self.count = 0
         self.sent_at = 0.0
+        self.last_error: TidelogError | None = None  # why the last attempt failed (reported on expiry)
 
 
 class FutureRecordMetadata:
@@ -173,7 +179,7 @@ class Producer:
         self.max_block = max_block_ms / 1000
         self._partition_for_key = partitioner or partition_for_key
         self._sticky = StickyPartitioner()
-        self._conn = Connection(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._cluster = ClusterClient(bootstrap, request_timeout_ms=request_timeout_ms)
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._partition_counts: dict[str, int] = {}
@@ -189,7 +195,7 @@ class Producer:
         self._correlation = itertools.count(1)
         # (seconds from the request's write to its acknowledgement, seconds since the batch opened), per batch.
         self.batch_latencies: collections.deque[tuple[float, float]] = collections.deque(maxlen=1_000_000)
-        self._conn.loop_thread.run(self._start_sender())
+        self._cluster.loop_thread.run(self._start_sender())
 
     # -- public API --------------------------------------------------------------------------------------
 
@@ -283,10 +289,10 @@ class Producer:
             for batch in leftovers:
                 self._complete(batch, ProducerClosedError("producer closed before the record was acknowledged"))
             try:
-                self._conn.loop_thread.run(self._stop_sender(), 5)
+                self._cluster.loop_thread.run(self._stop_sender(), 5)
             except Exception:
                 pass
-            self._conn.close()
+            self._cluster.close()
 
     def __enter__(self) -> "Producer":
         return self
@@ -297,7 +303,7 @@ class Producer:
     # -- caller-thread helpers ---------------------------------------------------------------------------
 
     def _fetch_partition_count(self, topic: str) -> int:
-        response = self._conn.call(self._conn.admin.DescribeTopic, pb.DescribeTopicRequest(name=topic))
+        response = self._cluster.call_any(lambda c: c.admin.DescribeTopic, pb.DescribeTopicRequest(name=topic))
         count = len(response.topic.partitions)
         self._partition_counts[topic] = count
         return count
@@ -311,7 +317,7 @@ class Producer:
                 if remaining <= 0:
                     raise RequestTimedOutError(f"buffer_memory={self.buffer_memory} full for {self.max_block:g}s: "
                                                "the broker is not keeping up")
-                self._conn.loop_thread.call_soon(self._set_wakeup)
+                self._cluster.loop_thread.call_soon(self._set_wakeup)
                 self._space.wait(min(remaining, 0.1))
         finally:
             self._flushes -= 1
@@ -324,7 +330,7 @@ class Producer:
 
     def _wake(self) -> None:
         try:
-            self._conn.loop_thread.call_soon(self._set_wakeup)
+            self._cluster.loop_thread.call_soon(self._set_wakeup)
         except RuntimeError:  # loop closed
             pass
 
@@ -332,10 +338,9 @@ class Producer:
 
     async def _start_sender(self) -> None:
         self._wakeup = asyncio.Event()
-        self._in_flight = asyncio.Semaphore(self.max_in_flight)
-        self._stream = None
-        self._stream_reader: asyncio.Task | None = None
-        self._outstanding: dict[int, list[_Batch]] = {}
+        self._links: dict[str, _Link] = {}  # broker address -> its ProduceStream
+        self._expired: list[_Batch] = []
+        self._refresh_task: asyncio.Task | None = None
         self._sender_task = asyncio.get_running_loop().create_task(self._sender())
         self._watchdog_task = asyncio.get_running_loop().create_task(self._watchdog())
 
@@ -345,40 +350,58 @@ class Producer:
         limit = self.request_timeout_ms / 1000 + 5
         while True:
             await asyncio.sleep(1.0)
-            stream = self._stream
-            if stream is None or not self._outstanding:
-                continue
-            oldest = min(b.sent_at for batches in self._outstanding.values() for b in batches[:1])
-            if time.monotonic() - oldest > limit:
-                self._reset_stream(stream)
+            for link in list(self._links.values()):
+                if link.stream is None or not link.outstanding:
+                    continue
+                oldest = min(b.sent_at for batches in link.outstanding.values() for b in batches[:1])
+                if time.monotonic() - oldest > limit:
+                    self._reset_stream(link, link.stream)
 
     async def _stop_sender(self) -> None:
         self._watchdog_task.cancel()
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
         if self._sender_task is not None:
             self._sender_task.cancel()
             await asyncio.gather(self._sender_task, return_exceptions=True)
-        stream, reader = self._stream, self._stream_reader
-        if stream is not None and reader is not None and not reader.done():
-            # Half-close and let the broker take every request already written (acks=0 ones have no
-            # answer to wait for) before the stream goes away.
-            try:
-                await stream.done_writing()
-                await asyncio.wait_for(asyncio.shield(reader), 5)
-            except Exception:
-                pass
-        if stream is not None:
-            stream.cancel()
-            self._stream = None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        for link in list(self._links.values()):
+            stream, reader = link.stream, link.reader
+            if stream is not None and reader is not None and not reader.done():
+                # Half-close and let the broker take every request already written (acks=0 ones have no
+                # answer to wait for) before the stream goes away.
+                try:
+                    await stream.done_writing()
+                    await asyncio.wait_for(asyncio.shield(reader), 5)
+                except Exception:
+                    pass
+            if stream is not None:
+                stream.cancel()
+                link.stream = None
+            if reader is not None:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
 
     def _set_wakeup(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
 
-    def _drain(self, now: float) -> tuple[list[_Batch], float]:
-        """Under the lock: pick ready batches for one request; return them and when to look again."""
+    def _route(self, batch: _Batch) -> str | None:
+        """The address of the batch's partition leader (None: unknown, a metadata refresh is due)."""
+        address = self._cluster.leader_address(batch.topic, batch.partition)
+        if address is None and len(self._cluster._brokers) <= 1 and not self._cluster._stale:
+            address = self._cluster.target
+        return address
+
+    def _link(self, address: str) -> "_Link":
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = _Link(address)
+        return link
+
+    def _drain(self, now: float) -> tuple[dict[str, list[_Batch]], float, bool]:
+        """Under the lock: pick ready batches, at most one request per leader with a free in-flight slot;
+        return them by leader address, when to look again, and whether leaders are missing. Batches waiting
+        past their delivery timeout (no leader known) go to `self._expired`."""
         next_check = float("inf")
         flushing = self._flushes > 0 or self._closing
         linger = self.linger
@@ -390,10 +413,11 @@ class Producer:
                     self._sticky.on_new_batch(tp[0], self._partition_counts.get(tp[0], 1), tp[1])
             else:
                 next_check = min(next_check, batch.created + linger)
-        chosen: list[_Batch] = []
-        size = 0
+        chosen: dict[str, list[_Batch]] = {}
+        sizes: dict[str, int] = {}
         blocked: set[tuple[str, int]] = set()
         keep: list[_Batch] = []
+        unrouted = False
         while self._ready:
             batch = self._ready.popleft()
             tp = (batch.topic, batch.partition)
@@ -403,29 +427,71 @@ class Producer:
                 if batch.retry_at > now:
                     next_check = min(next_check, batch.retry_at)
                 continue
-            if chosen and size + batch.size > self.max_request_size:
+            address = self._route(batch)
+            if address is None:
+                unrouted = True
+                blocked.add(tp)
+                if now >= batch.deadline:
+                    self._expired.append(batch)
+                else:
+                    keep.append(batch)
+                    next_check = min(next_check, batch.deadline)
+                continue
+            link = self._link(address)
+            if address not in chosen and link.in_flight >= self.max_in_flight:
+                blocked.add(tp)  # woken when one of the link's requests is answered
+                keep.append(batch)
+                continue
+            group = chosen.setdefault(address, [])
+            if group and sizes[address] + batch.size > self.max_request_size:
                 keep.append(batch)
                 blocked.add(tp)
                 next_check = now
                 continue
-            chosen.append(batch)
-            size += batch.size
+            if not group:
+                link.in_flight += 1
+                sizes[address] = 0
+            group.append(batch)
+            sizes[address] += batch.size
         self._ready.extendleft(reversed(keep))
         self._sender_idle = not chosen and not self._ready and not self._open
-        return chosen, next_check
+        return chosen, next_check, unrouted
+
+    def _refresh_soon(self) -> None:
+        if self._refresh_task is None or self._refresh_task.done():
+            async def refresh() -> None:
+                try:
+                    await self._cluster.refresh(force=True)
+                except Exception:
+                    pass
+                finally:
+                    self._set_wakeup()
+
+            self._refresh_task = asyncio.get_running_loop().create_task(refresh())
 
     async def _sender(self) -> None:
         while True:
             self._wakeup.clear()
             with self._lock:
-                batches, next_check = self._drain(time.monotonic())
-            if batches:
-                await self._in_flight.acquire()
-                try:
-                    await self._send(batches)
-                except Exception as exc:  # never let the sender die
-                    self._in_flight.release()
-                    self._handle_failure(batches, exc if isinstance(exc, TidelogError) else TidelogError(str(exc)))
+                groups, next_check, unrouted = self._drain(time.monotonic())
+            if self._expired:
+                expired, self._expired = self._expired, []
+                for batch in expired:
+                    self._complete(batch, batch.last_error or RequestTimedOutError(
+                        f"no leader of {batch.topic}-{batch.partition} was reachable within the delivery timeout"))
+            if unrouted:
+                self._refresh_soon()
+                next_check = min(next_check, time.monotonic() + self.retry_backoff)
+            if groups:
+                for address, batches in groups.items():
+                    link = self._links[address]
+                    try:
+                        await self._send(link, batches)
+                    except Exception as exc:  # never let the sender die
+                        self._release(link)
+                        error = exc if isinstance(exc, TidelogError) else TidelogError(str(exc))
+                        self._cluster.invalidate()
+                        self._handle_failure(batches, error)
                 continue
             timeout = None if next_check == float("inf") else max(0.0, next_check - time.monotonic())
             try:
@@ -433,7 +499,11 @@ class Producer:
             except TimeoutError:
                 pass
 
-    async def _send(self, batches: list[_Batch]) -> None:
+    def _release(self, link: "_Link") -> None:
+        link.in_flight = max(0, link.in_flight - 1)
+        self._set_wakeup()
+
+    async def _send(self, link: "_Link", batches: list[_Batch]) -> None:
         partitions = []
         for batch in batches:
             if batch.encoded is None:
@@ -446,60 +516,62 @@ class Producer:
         correlation_id = next(self._correlation)
         request = pb.ProduceRequest(correlation_id=correlation_id, acks=self.acks,
                                     timeout_ms=self.request_timeout_ms, partitions=partitions)
-        stream = await self._ensure_stream()
+        stream = self._ensure_stream(link)
         if self.acks != 0:
-            self._outstanding[correlation_id] = batches
+            link.outstanding[correlation_id] = batches
         try:
             await stream.write(request)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream broke (AioRpcError, InvalidStateError, ...)
-            self._reset_stream(stream)
-            if self.acks != 0 and self._outstanding.pop(correlation_id, None) is None:
+            self._reset_stream(link, stream)
+            if self.acks != 0 and link.outstanding.pop(correlation_id, None) is None:
                 return  # the response reader already failed these batches and freed the slot
-            raise BrokerUnavailableError(f"cannot send to {self._conn.target}: {exc}") from None
+            raise BrokerUnavailableError(f"cannot send to {link.address}: {exc}") from None
         if self.acks == 0:
-            self._in_flight.release()
+            self._release(link)
             for batch in batches:
                 self._complete(batch, None)
 
-    async def _ensure_stream(self):
-        if self._stream is None:
-            self._stream = self._conn.log.ProduceStream()
-            self._stream_reader = asyncio.get_running_loop().create_task(self._read_responses(self._stream))
-        return self._stream
+    def _ensure_stream(self, link: "_Link"):
+        if link.stream is None:
+            link.stream = self._cluster.connection(link.address).log.ProduceStream()
+            link.reader = asyncio.get_running_loop().create_task(self._read_responses(link, link.stream))
+        return link.stream
 
-    def _reset_stream(self, stream) -> None:
-        if self._stream is stream:
-            self._stream = None
+    def _reset_stream(self, link: "_Link", stream) -> None:
+        if link.stream is stream:
+            link.stream = None
         stream.cancel()
 
-    async def _read_responses(self, stream) -> None:
+    async def _read_responses(self, link: "_Link", stream) -> None:
         error: TidelogError | None = None
         try:
             while True:
                 response = await stream.read()
                 if response is grpc.aio.EOF:
-                    error = BrokerUnavailableError(f"broker at {self._conn.target} closed the stream")
+                    error = BrokerUnavailableError(f"broker at {link.address} closed the stream")
                     break
-                batches = self._outstanding.pop(response.correlation_id, None)
+                batches = link.outstanding.pop(response.correlation_id, None)
                 if batches is None:
                     continue
-                self._in_flight.release()
+                self._release(link)
                 self._handle_response(batches, response)
         except grpc.aio.AioRpcError as exc:
-            error = rpc_error(exc, self._conn.target)
+            error = rpc_error(exc, link.address)
             if not error.retriable and exc.code() == grpc.StatusCode.CANCELLED:
                 error = BrokerUnavailableError(str(error))
         except asyncio.CancelledError:
             error = BrokerUnavailableError("producer stream cancelled")
             raise
         finally:
-            if self._stream is stream:
-                self._stream = None
-            outstanding, self._outstanding = self._outstanding, {}
+            if link.stream is stream:
+                link.stream = None
+            outstanding, link.outstanding = link.outstanding, {}
+            if outstanding:
+                self._cluster.invalidate()
             for batches in outstanding.values():
-                self._in_flight.release()
+                self._release(link)
                 self._handle_failure(batches, error or BrokerUnavailableError("stream ended"))
 
     def _handle_response(self, batches: list[_Batch], response: pb.ProduceResponse) -> None:
@@ -517,6 +589,10 @@ class Producer:
                 self._complete(batch, None)
                 continue
             error = error_for(_error_name(result.error_code), result.error_message)
+            error.leader_id = result.leader_id if result.error_code == _NOT_LEADER else -1
+            self._cluster.note_error(error, batch.topic, batch.partition)
+            if error.error_name == "UNKNOWN_TOPIC_OR_PARTITION":
+                self._cluster.invalidate()
             if self._should_retry(batch, error):
                 retry.append(batch)
             else:
@@ -533,7 +609,11 @@ class Producer:
             self._requeue(retry)
 
     def _should_retry(self, batch: _Batch, error: TidelogError) -> bool:
-        return (error.retriable and not self._closed and batch.attempts <= self.retries
+        batch.last_error = error
+        # send() checked that the topic exists; a broker that does not know it yet (just restarted, its copy
+        # of the cluster metadata still catching up) is asked again, as Kafka's producer does.
+        retriable = error.retriable or error.error_name == "UNKNOWN_TOPIC_OR_PARTITION"
+        return (retriable and not self._closed and batch.attempts <= self.retries
                 and time.monotonic() + self.retry_backoff < batch.deadline)
 
     def _requeue(self, batches: list[_Batch]) -> None:
@@ -566,6 +646,20 @@ class Producer:
 
 
 _ERROR_NUMBERS = frozenset(v.number for v in pb.ErrorCode.DESCRIPTOR.values)
+_NOT_LEADER = pb.ErrorCode.Value("NOT_LEADER_OR_FOLLOWER")
+
+
+class _Link:
+    """The producer's stream to one broker (the leader of some partitions)."""
+
+    __slots__ = ("address", "stream", "reader", "outstanding", "in_flight")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.stream = None
+        self.reader: asyncio.Task | None = None
+        self.outstanding: dict[int, list[_Batch]] = {}
+        self.in_flight = 0
 
 
 def _error_name(code: int) -> str:

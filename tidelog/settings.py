@@ -34,6 +34,12 @@ class ServerSettings:
     retention_check_interval_ms: int = 30_000
     compaction_interval_ms: int = 15_000
     topic_defaults: dict[str, str] = field(default_factory=dict)  # cluster defaults, Kafka topic-config names
+    # The cluster (docs/cluster-design.md). Without peers the node is a one-node cluster.
+    peers: str | None = None  # "1=127.0.0.1:7113,2=127.0.0.1:7123,...": every broker's raft address
+    raft_port: int | None = None  # inter-broker port (default: this node's port in peers; 0: any free port)
+    controller_voters: str | None = None  # "1,2,3" (default: the first 3 peers)
+    rack: str | None = None
+    default_replication_factor: int = 3  # of new topics (capped by the number of brokers)
 
     def broker_config(self):
         from cluster.broker.config import BrokerConfig
@@ -48,9 +54,34 @@ class ServerSettings:
             compaction_interval_ms=self.compaction_interval_ms,
         )
 
+    def cluster_settings(self):
+        """The node's cluster: --peers, or a one-node cluster of this node alone (node id 1 unless given)."""
+        from cluster.replication.runtime import ClusterSettings, parse_node_list, parse_peers
+
+        host = self.host
+        advertised = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        if self.peers:
+            peers = parse_peers(self.peers)
+            node_id = self.node_id
+            if node_id not in peers:
+                raise SettingsError(f"--node-id {node_id} is not one of --peers {self.peers}")
+            own_port = int(peers[node_id].rpartition(":")[2])
+            listen_port = self.raft_port if self.raft_port is not None else own_port
+        else:
+            node_id = self.node_id or 1
+            listen_port = self.raft_port or 0
+            peers = {node_id: f"{advertised}:{listen_port}"}
+        bind = f"[{host}]" if ":" in host else host
+        voters = parse_node_list(self.controller_voters) if self.controller_voters else None
+        if voters and [v for v in voters if v not in peers]:
+            raise SettingsError(f"--controller-voters {self.controller_voters} names nodes not in --peers")
+        return ClusterSettings(node_id=node_id, peers=peers, data_dir=Path(self.data_dir), host=advertised,
+                               raft_listen=f"{bind}:{listen_port}", controller_voters=voters, rack=self.rack,
+                               default_replication_factor=self.default_replication_factor)
+
 
 _INT_FIELDS = {"grpc_port", "node_id", "default_partitions", "max_request_bytes", "retention_check_interval_ms",
-               "compaction_interval_ms"}
+               "compaction_interval_ms", "default_replication_factor"}
 _FIELD_NAMES = {f.name for f in fields(ServerSettings)}
 
 
@@ -65,6 +96,25 @@ def _convert(name: str, value: Any, origin: str) -> Any:
             if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
                 raise ValueError("expected true or false")
             return text in ("true", "1", "yes", "on")
+        if name == "peers":
+            from cluster.replication.runtime import parse_peers
+
+            parse_peers(str(value))
+            return str(value)
+        if name == "controller_voters":
+            from cluster.replication.runtime import parse_node_list
+
+            parse_node_list(str(value))
+            return str(value)
+        if name == "raft_port":
+            if value is None:
+                return None
+            port = int(value)
+            if not 0 <= port < 65536:
+                raise ValueError("not a port number")
+            return port
+        if name == "rack":
+            return str(value) if value not in (None, "") else None
         if name in ("metrics_port", "kafka_port"):
             if value is None or str(value).strip().lower() in ("off", "none", "disabled", "-1"):
                 return None

@@ -3,7 +3,15 @@
 Front doors (gRPC today, the Kafka protocol next) call these coroutines with plain data (cluster.broker.types)
 and map BrokerError.error_name to their wire form. Records stay RecordBatch v2 bytes end to end: produce
 appends the batches as given (validated and stamped by storage), fetch returns stored bytes. Every partition
-is reached through the `Partition` seam, so a replicated implementation can replace `LocalPartition`.
+is reached through the `Partition` seam.
+
+Two modes:
+- standalone (`cluster=None`): topics live in DATA_DIR/topics/<name>/topic.json, partitions are
+  `LocalPartition`s (the broker-core unit tests and `python -m cluster.kafka` use it);
+- cluster (`cluster=` a `ClusterBackend`, what `tidelog serve` runs, a single node being a one-node
+  cluster): topic administration becomes controller commands, and the topic registry is installed by the
+  cluster runtime from the replicated metadata (`install_topic` / `uninstall_topic`): replicas this broker
+  hosts are Raft-replicated partitions, the others answer NOT_LEADER_OR_FOLLOWER with the leader's id.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import AsyncIterator, Callable, Iterable, Mapping, Protocol, Sequence
 
 from cluster.broker.config import BrokerConfig
 from cluster.broker.errors import (
@@ -28,6 +36,7 @@ from cluster.broker.errors import (
     RecordListTooLargeError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
+    leader_hint,
     translate,
 )
 from cluster.broker.metrics import BrokerMetrics
@@ -54,9 +63,29 @@ from cluster.broker.types import (
 
 log = logging.getLogger(__name__)
 
-# Builds the Partition of (topic, index) over its directory and LogConfig: LocalPartition on a single node,
-# a Raft-replicated partition next.
+# Builds the Partition of (topic, index) over its directory and LogConfig (standalone mode).
 PartitionFactory = Callable[[TopicPartition, Path, object], Partition]
+
+# Topic configs the broker core handles itself (not storage's LogConfig): Kafka name -> (minimum, default).
+BROKER_TOPIC_CONFIGS: dict[str, tuple[int, int]] = {"min.insync.replicas": (1, 1)}
+
+
+class ClusterBackend(Protocol):
+    """What the broker core asks of the cluster runtime in cluster mode (cluster.replication.runtime)."""
+
+    async def create_topic(self, name: str, partitions: int, configs: dict[str, str], *,
+                           replication_factor: int | None = None, assignments: list[list[int]] | None = None,
+                           validate_only: bool = False) -> None: ...
+
+    async def delete_topic(self, name: str) -> None: ...
+
+    async def alter_configs(self, name: str, configs: dict[str, str]) -> None: ...
+
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None: ...
+
+    def placement(self, topic: str, partition: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(replicas, in-sync replicas) of a partition."""
+        ...
 
 
 def wall_clock_ms() -> int:
@@ -75,7 +104,8 @@ class Broker:
 
     def __init__(self, config: BrokerConfig, *, clock: Callable[[], int] = wall_clock_ms,
                  metrics: BrokerMetrics | None = None,
-                 partition_factory: "PartitionFactory | None" = None) -> None:
+                 partition_factory: "PartitionFactory | None" = None,
+                 cluster: "ClusterBackend | None" = None) -> None:
         from storage.config import LogConfig
         from storage.flusher import GroupCommitter
 
@@ -83,8 +113,11 @@ class Broker:
         self._clock = clock
         self.metrics = metrics if metrics is not None else BrokerMetrics()
         self._data = DataDirectory(config.data_dir)
+        self._cluster = cluster
+        log_defaults, self._broker_defaults = _split_configs({k: str(v) for k, v in config.topic_defaults.items()},
+                                                             context="cluster topic default")
         try:
-            self._default_log_config = LogConfig.from_kafka({k: str(v) for k, v in config.topic_defaults.items()})
+            self._default_log_config = LogConfig.from_kafka(log_defaults)
         except Exception as exc:
             raise InvalidConfigError(f"invalid cluster topic default: {exc}") from exc
         self._committer = GroupCommitter()
@@ -107,7 +140,7 @@ class Broker:
     async def _start(self) -> None:
         self._data.open(node_id=self.config.node_id)
         try:
-            for meta in self._data.load_topics():
+            for meta in ([] if self._cluster is not None else self._data.load_topics()):
                 config = self._log_config(meta.configs, context=f"topic {meta.name}")
                 partitions = [self._open_partition(meta.name, p, config) for p in range(meta.partitions)]
                 self._topics[meta.name] = _Topic(meta, config, partitions)
@@ -144,11 +177,25 @@ class Broker:
 
     @property
     def cluster_id(self) -> str:
+        if self._cluster is not None:
+            return self._cluster.cluster_id or self._data.cluster_id
         return self._data.cluster_id
 
     @property
     def node_id(self) -> int:
         return self._data.node_id
+
+    @property
+    def data_directory(self) -> DataDirectory:
+        return self._data
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        return self._clock
+
+    @property
+    def cluster(self) -> "ClusterBackend | None":
+        return self._cluster
 
     def _open_partition(self, topic: str, index: int, config) -> Partition:
         directory = self._data.partition_dir(topic, index)
@@ -163,12 +210,21 @@ class Broker:
         return LocalPartition(tp, plog, self._committer)
 
     def _log_config(self, overrides: Mapping[str, str], *, context: str):
+        """The storage LogConfig of a topic (validating every override, the broker-level ones included)."""
         from storage.config import LogConfig
 
+        log_overrides, _ = _split_configs(overrides, context=context)
         try:
-            return LogConfig.from_kafka(dict(overrides), base=self._default_log_config)
+            return LogConfig.from_kafka(log_overrides, base=self._default_log_config)
         except Exception as exc:  # storage's ConfigError names the key
             raise InvalidConfigError(f"invalid config for {context}: {exc}") from exc
+
+    def broker_topic_config(self, overrides: Mapping[str, str], key: str) -> int:
+        """A broker-level topic config (min.insync.replicas): override, else cluster default, else Kafka's."""
+        _, values = _split_configs(overrides, context="topic")
+        if key in values:
+            return values[key]
+        return self._broker_defaults.get(key, BROKER_TOPIC_CONFIGS[key][1])
 
     # -- lookup ------------------------------------------------------------------------------------------
 
@@ -191,6 +247,8 @@ class Broker:
             for p in list(topic.partitions):
                 tp = p.topic_partition
                 try:
+                    if p.log_end_offset < 0:
+                        continue  # a partition with no replica on this broker
                     yield tp.topic, tp.partition, p.size_bytes, p.log_start_offset, p.log_end_offset, p.high_watermark
                 except Exception:  # a partition closing under our feet
                     continue
@@ -216,11 +274,18 @@ class Broker:
                 size_bytes=p.size_bytes,
                 leader_id=p.leader_id,
                 leader_epoch=p.leader_epoch,
+                replicas=self._placement(entry.meta.name, i)[0],
+                isr=self._placement(entry.meta.name, i)[1],
             )
             for i, p in enumerate(entry.partitions)
         ]
         return TopicInfo(entry.meta.name, entry.meta.topic_id, entry.meta.partitions, states,
                          self._config_values(entry.meta.configs, entry.config))
+
+    def _placement(self, topic: str, partition: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        if self._cluster is not None:
+            return self._cluster.placement(topic, partition)
+        return (self.node_id,), (self.node_id,)
 
     def _topic(self, name: str) -> _Topic:
         entry = self._topics.get(name)
@@ -231,7 +296,10 @@ class Broker:
     def _config_values(self, overrides: Mapping[str, str], config) -> list[ConfigValue]:
         defaults = self.config.topic_defaults
         values = []
-        for key, value in sorted(config.to_kafka().items()):
+        effective = dict(config.to_kafka())
+        for key in BROKER_TOPIC_CONFIGS:
+            effective[key] = str(self.broker_topic_config(overrides, key))
+        for key, value in sorted(effective.items()):
             if key in overrides:
                 source = ConfigSource.TOPIC
             elif key in defaults:
@@ -242,7 +310,8 @@ class Broker:
         return values
 
     async def create_topic(self, name: str, partitions: int | None = None, configs: Mapping[str, str] | None = None,
-                           *, validate_only: bool = False) -> TopicInfo:
+                           *, validate_only: bool = False, replication_factor: int | None = None,
+                           assignments: list[list[int]] | None = None) -> TopicInfo:
         with self._timed("create_topic"):
             validate_topic_name(name)
             count = partitions if partitions else self.config.default_partitions
@@ -251,6 +320,16 @@ class Broker:
                     f"partitions must be between 1 and {self.config.max_partitions_per_topic}, got {count}")
             overrides = {str(k): str(v) for k, v in (configs or {}).items()}
             config = self._log_config(overrides, context=f"topic {name}")
+            if self._cluster is not None:
+                if validate_only:
+                    if name in self._topics:
+                        raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+                await self._cluster.create_topic(name, count, overrides, replication_factor=replication_factor,
+                                                 assignments=assignments, validate_only=validate_only)
+                if validate_only:
+                    return TopicInfo(name, "", count, [], self._config_values(overrides, config))
+                log.info("created topic %s (%d partitions, overrides %s)", name, count, overrides or "none")
+                return self._describe(self._topic(name))
             async with self._admin_lock:
                 if name in self._topics:
                     raise TopicAlreadyExistsError(f"topic {name!r} already exists")
@@ -269,6 +348,11 @@ class Broker:
 
     async def delete_topic(self, name: str) -> None:
         with self._timed("delete_topic"):
+            if self._cluster is not None:
+                await self._cluster.delete_topic(name)
+                self.metrics.forget_topic(name)
+                log.info("deleted topic %s", name)
+                return
             async with self._admin_lock:
                 entry = self._topic(name)
                 del self._topics[name]  # new requests fail from here on
@@ -293,7 +377,7 @@ class Broker:
             async with self._admin_lock:
                 entry = self._topic(name)
                 for key in delete:
-                    if key not in TOPIC_CONFIG_KEYS:
+                    if key not in TOPIC_CONFIG_KEYS and key not in BROKER_TOPIC_CONFIGS:
                         raise InvalidConfigError(f"unknown topic config {key!r}")
                 overrides = dict(entry.meta.configs)
                 overrides.update({str(k): str(v) for k, v in (set_ or {}).items()})
@@ -302,6 +386,11 @@ class Broker:
                 config = self._log_config(overrides, context=f"topic {name}")
                 if validate_only:
                     return self._config_values(overrides, config)
+                if self._cluster is not None:
+                    await self._cluster.alter_configs(name, overrides)
+                    entry = self._topic(name)
+                    log.info("altered configs of topic %s: %s", name, overrides or "no overrides")
+                    return self._config_values(entry.meta.configs, entry.config)
                 meta = TopicMeta(entry.meta.name, entry.meta.topic_id, entry.meta.partitions, overrides,
                                  entry.meta.created_ms)
                 await asyncio.to_thread(self._data.write_topic, meta)
@@ -311,6 +400,53 @@ class Broker:
                     partition.update_config(config)
                 log.info("altered configs of topic %s: %s", name, overrides or "no overrides")
                 return self._config_values(overrides, config)
+
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        """Grow a topic to `count` partitions (cluster mode; Kafka's CreatePartitions)."""
+        if self._cluster is None:
+            raise InvalidRequestError("tidelog cannot add partitions to an existing topic of a standalone broker")
+        with self._timed("create_partitions"):
+            entry = self._topic(name)
+            if count <= len(entry.partitions):
+                raise InvalidPartitionsError(
+                    f"topic {name!r} has {len(entry.partitions)} partitions; the count can only grow")
+            if count > self.config.max_partitions_per_topic:
+                raise InvalidPartitionsError(
+                    f"partitions must be at most {self.config.max_partitions_per_topic}, got {count}")
+            await self._cluster.create_partitions(name, count, validate_only=validate_only)
+
+    # -- the registry in cluster mode (called by the cluster runtime) ---------------------------------------
+
+    def install_topic(self, name: str, topic_id: str, overrides: Mapping[str, str],
+                      partitions: list[Partition], created_ms: int = 0):
+        """Publish a topic (new, grown, reconfigured, or its partitions replaced). Returns the LogConfig."""
+        overrides = dict(overrides)
+        try:
+            config = self._log_config(overrides, context=f"topic {name}")
+        except InvalidConfigError as exc:  # a config valid on the controller but not here: keep the defaults
+            log.error("topic %s: %s; using the defaults", name, exc)
+            config = self._default_log_config
+        entry = self._topics.get(name)
+        meta = TopicMeta(name, topic_id, len(partitions), overrides, created_ms)
+        if entry is None or entry.meta.topic_id != topic_id:
+            self._topics[name] = _Topic(meta, config, list(partitions))
+            return config
+        if entry.config != config:
+            for p in partitions:
+                p.update_config(config)
+        entry.meta = meta
+        entry.config = config
+        entry.partitions = list(partitions)
+        return config
+
+    def uninstall_topic(self, name: str) -> None:
+        """Forget a topic (deleted): requests fail with UNKNOWN_TOPIC_OR_PARTITION from here on."""
+        if self._topics.pop(name, None) is not None:
+            self.metrics.forget_topic(name)
+
+    def installed_topic(self, name: str) -> tuple[str, list[Partition]] | None:
+        entry = self._topics.get(name)
+        return None if entry is None else (entry.meta.topic_id, list(entry.partitions))
 
     # -- produce -----------------------------------------------------------------------------------------
 
@@ -344,31 +480,34 @@ class Broker:
             results.append(result)
             try:
                 partition = self.partition(spec.topic, spec.partition)
-                info = partition.append(spec.records, now_ms=now_ms)
+                info = partition.append(spec.records, now_ms=now_ms, acks=acks)
             except BrokerError as exc:
                 result.error_name = exc.error_name
                 result.error_message = str(exc)
+                result.leader_id = leader_hint(exc)
                 metrics.error("produce", exc.error_name)
                 continue
             result.base_offset = info.base_offset
             result.log_append_time_ms = info.log_append_time_ms
             result.log_start_offset = partition.log_start_offset
-            metrics.record_in(spec.topic, info.size_bytes, info.record_count)
-            if acks != ACKS_NONE and partition.high_watermark <= info.last_offset:
+            if not info.duplicate:
+                metrics.record_in(spec.topic, info.size_bytes, info.record_count)
+            if acks != ACKS_NONE and not partition.acknowledged(info.last_offset, acks):
                 pending.append((result, partition, info.last_offset))
         timeout = (timeout_ms or self.config.default_produce_timeout_ms) / 1000
-        return PendingProduce(self, results, pending, timeout, started)
+        return PendingProduce(self, results, pending, timeout, started, acks)
 
     async def _await_ack(self, result: ProducePartitionResult, partition: Partition, last_offset: int,
-                         timeout: float) -> None:
+                         timeout: float, acks: int = -1) -> None:
         try:
-            await asyncio.wait_for(partition.wait_for_ack(last_offset), timeout)
+            await asyncio.wait_for(partition.wait_for_ack(last_offset, acks), timeout)
         except TimeoutError:
             result.error_name = "REQUEST_TIMED_OUT"
             result.error_message = f"not acknowledged within {timeout:g}s (the records may still be written)"
         except BrokerError as exc:
             result.error_name = exc.error_name
             result.error_message = str(exc)
+            result.leader_id = leader_hint(exc)
         else:
             return
         self.metrics.error("produce", result.error_name)
@@ -442,6 +581,7 @@ class Broker:
             except BrokerError as exc:
                 result.error_name = exc.error_name
                 result.error_message = str(exc)
+                result.leader_id = leader_hint(exc)
                 failed = True
         return results, total, failed, live
 
@@ -497,6 +637,7 @@ class Broker:
             except BrokerError as exc:
                 result.error_name = exc.error_name
                 result.error_message = str(exc)
+                result.leader_id = leader_hint(exc)
                 self.metrics.error("list_offsets", exc.error_name)
         self.metrics.observe("list_offsets", time.perf_counter() - started)
         return results
@@ -537,18 +678,40 @@ class Broker:
         return _Timer(self.metrics, api)
 
 
+def _split_configs(overrides: Mapping[str, str], *, context: str) -> tuple[dict[str, str], dict[str, int]]:
+    """(storage LogConfig keys, broker-level keys parsed) of topic-config overrides; InvalidConfigError for a
+    bad broker-level value (storage validates its own keys)."""
+    log_keys: dict[str, str] = {}
+    broker_keys: dict[str, int] = {}
+    for key, value in overrides.items():
+        bounds = BROKER_TOPIC_CONFIGS.get(key)
+        if bounds is None:
+            log_keys[key] = value
+            continue
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise InvalidConfigError(f"invalid config for {context}: {key}={value!r} is not an integer") from None
+        if number < bounds[0]:
+            raise InvalidConfigError(f"invalid config for {context}: {key} must be at least {bounds[0]}, got {number}")
+        broker_keys[key] = number
+    return log_keys, broker_keys
+
+
 class PendingProduce:
     """Appended produce batches waiting for their acknowledgement."""
 
-    __slots__ = ("_broker", "results", "_pending", "_timeout", "_started")
+    __slots__ = ("_broker", "results", "_pending", "_timeout", "_started", "_acks")
 
     def __init__(self, broker: Broker, results: list[ProducePartitionResult],
-                 pending: list[tuple[ProducePartitionResult, Partition, int]], timeout: float, started: float) -> None:
+                 pending: list[tuple[ProducePartitionResult, Partition, int]], timeout: float, started: float,
+                 acks: int = -1) -> None:
         self._broker = broker
         self.results = results
         self._pending = pending
         self._timeout = timeout
         self._started = started
+        self._acks = acks
 
     @property
     def needs_wait(self) -> bool:
@@ -559,9 +722,9 @@ class PendingProduce:
         if pending:
             broker = self._broker
             if len(pending) == 1:
-                await broker._await_ack(*pending[0], self._timeout)
+                await broker._await_ack(*pending[0], self._timeout, self._acks)
             else:
-                await asyncio.gather(*(broker._await_ack(r, p, o, self._timeout) for r, p, o in pending))
+                await asyncio.gather(*(broker._await_ack(r, p, o, self._timeout, self._acks) for r, p, o in pending))
         self._broker.metrics.observe("produce", time.perf_counter() - self._started)
         return self.results
 

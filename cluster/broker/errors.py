@@ -69,6 +69,17 @@ class StorageFailureError(BrokerError):
 
 class NotLeaderOrFollowerError(BrokerError):
     error_name = "NOT_LEADER_OR_FOLLOWER"
+    leader_id = -1  # the leader this broker knows of (-1: none), so clients can go there
+
+
+class NotControllerError(BrokerError):
+    error_name = "NOT_CONTROLLER"
+
+
+def leader_hint(exc: BaseException) -> int:
+    """The leader id a NOT_LEADER_OR_FOLLOWER error names (-1 for none or for other errors)."""
+    value = getattr(exc, "leader_id", -1)
+    return value if isinstance(value, int) and value is not None else -1
 
 
 def translate(exc: BaseException) -> BrokerError:

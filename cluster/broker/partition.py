@@ -7,7 +7,12 @@ watermark is the Raft commit index) implements the same interface.
 
 A produce is two steps so that many partitions (and many requests) share one durability wait:
 `append()` validates and writes now, returning the assigned offsets; `wait_for_ack()` resolves once the
-append is acknowledged (locally: durable per the topic's flush policy; replicated: committed).
+append is acknowledged (locally: durable per the topic's flush policy; replicated: committed for acks=all,
+locally durable for acks=1).
+
+Idempotent producers are checked here, beside the log (`ProducerStates`): a retried batch is answered with
+its original offsets (AppendInfo.duplicate), an out-of-sequence or fenced one is refused, whatever front door
+it came through.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cluster.broker.errors import BrokerError, NotLeaderOrFollowerError, StorageFailureError, translate
-from cluster.broker.types import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, TopicPartition
+from cluster.broker.producer_state import DUPLICATE, REJECT, ProducerStates, has_producer_ids
+from cluster.broker.types import ACKS_ALL, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ class AppendInfo:
     log_append_time_ms: int  # -1 unless the topic uses LogAppendTime
     record_count: int
     size_bytes: int
+    duplicate: bool = False  # an idempotent producer's retry: the offsets of the original append
 
 
 def batches_summary(buf: bytes | memoryview) -> tuple[int, int, int]:
@@ -92,12 +99,17 @@ class Partition(abc.ABC):
         return 0
 
     @abc.abstractmethod
-    def append(self, records: bytes | bytearray | memoryview, *, now_ms: int) -> AppendInfo:
-        """Validate and write producer batches (offsets assigned here). Raises BrokerError."""
+    def append(self, records: bytes | bytearray | memoryview, *, now_ms: int, acks: int = ACKS_ALL) -> AppendInfo:
+        """Validate and write producer batches (offsets assigned here). Raises BrokerError (a replicated
+        partition checks `acks`=all against min.insync.replicas before writing)."""
 
     @abc.abstractmethod
-    async def wait_for_ack(self, last_offset: int) -> None:
-        """Return once the append ending at `last_offset` is acknowledged. Raises BrokerError."""
+    async def wait_for_ack(self, last_offset: int, acks: int = ACKS_ALL) -> None:
+        """Return once the append ending at `last_offset` is acknowledged per `acks`. Raises BrokerError."""
+
+    def acknowledged(self, last_offset: int, acks: int = ACKS_ALL) -> bool:
+        """Whether an append ending at `last_offset` needs no wait for `acks`."""
+        return self.high_watermark > last_offset
 
     @abc.abstractmethod
     def read(self, offset: int, max_bytes: int) -> bytes | memoryview:
@@ -149,32 +161,19 @@ class Partition(abc.ABC):
         """Stop: fail pending acknowledgements, wake watchers, release the log."""
 
 
-class LocalPartition(Partition):
-    """A single-node partition over a PartitionLog.
+class LogPartition(Partition):
+    """What partitions over a storage PartitionLog (`self._log`) share: the log's offsets, the high watermark
+    and its watchers, ListOffsets below the high watermark, compaction below it, and the idempotent-producer
+    check. Subclasses set `_high_watermark` through `_advance` and say when they refuse (`_check_open`)."""
 
-    High watermark: with fsync-before-acknowledge (the default), the durable end offset; otherwise the log
-    end offset (Kafka's flush.messages/flush.ms semantics: acknowledged once written). It never goes back.
-    """
-
-    def __init__(self, topic_partition: TopicPartition, log_, committer, *, leader_epoch: int = 0) -> None:
+    def _init_log_partition(self, topic_partition: TopicPartition, log_) -> None:
         self.topic_partition = topic_partition
         self._log = log_
-        self._committer = committer
-        self._leader_epoch = leader_epoch
-        self._fsync_before_ack = _fsync_before_ack(log_.config)
-        self._high_watermark = log_.durable_end_offset if self._fsync_before_ack else log_.log_end_offset
-        self._ack_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by last offset
         self._watchers: dict[int, tuple[int, Callable[[], None]]] = {}
         self._seq = itertools.count()
-        self._flush_task: asyncio.Task[None] | None = None
-        self._failure: BrokerError | None = None
+        self._producers = ProducerStates()
         self._compacting: asyncio.Task | None = None
         self._closed = False
-        committer.register(log_)  # flush.ms / flush.messages background policy
-        if self._high_watermark < log_.log_end_offset:
-            self._schedule_flush()
-
-    # -- state -------------------------------------------------------------------------------------------
 
     @property
     def log(self):
@@ -197,12 +196,117 @@ class LocalPartition(Partition):
         return self._log.size_bytes
 
     @property
+    def config(self):
+        return self._log.config
+
+    @abc.abstractmethod
+    def _check_open(self) -> None:
+        """Raise the BrokerError this partition answers reads with (closed, failed, not the leader)."""
+
+    def _watching_stopped(self) -> bool:
+        return self._closed
+
+    def _advance(self, high_watermark: int) -> None:
+        if high_watermark <= self._high_watermark:
+            return
+        self._high_watermark = high_watermark
+        self._on_high_watermark(high_watermark)
+        if self._watchers:
+            for key, (offset, wake) in list(self._watchers.items()):
+                if offset < high_watermark:
+                    del self._watchers[key]
+                    wake()
+
+    def _on_high_watermark(self, high_watermark: int) -> None:
+        """Hook: the high watermark moved to `high_watermark`."""
+
+    def _wake_all(self) -> None:
+        watchers, self._watchers = self._watchers, {}
+        for _, wake in watchers.values():
+            wake()
+
+    def watch(self, offset: int, wake: Callable[[], None]) -> Callable[[], None]:
+        if self._watching_stopped() or self._high_watermark > offset:
+            wake()
+            return _noop
+        key = next(self._seq)
+        self._watchers[key] = (offset, wake)
+        return lambda: self._watchers.pop(key, None)
+
+    def list_offset(self, timestamp: int) -> tuple[int, int]:
+        self._check_open()
+        if timestamp == EARLIEST_TIMESTAMP:
+            return self._log.log_start_offset, -1
+        if timestamp == LATEST_TIMESTAMP:
+            return self._high_watermark, -1
+        try:
+            found = self._log.offset_for_timestamp(timestamp)
+        except Exception as exc:
+            raise translate(exc) from exc
+        if found is None or found[0] >= self._high_watermark:
+            return -1, -1
+        return found
+
+    def _check_producers(self, headers: list[tuple[int, ...]], next_offset: int | None = None):
+        """The idempotent-producer verdict for validated batches: (AppendInfo of the original append when this
+        is a retry, else None; the table to record the append in, None when no batch has a producer id).
+        Raises BrokerError for refused batches (out of sequence, fenced epoch)."""
+        if not any(h[9] >= 0 for h in headers):
+            return None, None
+        log_ = self._log
+        try:
+            table = self._producers.prepare(log_.read, log_.log_start_offset, log_.log_end_offset, next_offset)
+        except Exception as exc:
+            raise translate(exc) from exc
+        verdict = ProducerStates.check(table, headers)
+        if verdict.verdict == DUPLICATE:
+            dup = verdict.duplicate
+            return AppendInfo(dup.first_offset, dup.last_offset, -1, dup.last_offset - dup.first_offset + 1, 0,
+                              duplicate=True), table
+        if verdict.verdict == REJECT:
+            raise BrokerError(verdict.message, error_name=verdict.error_name)
+        return None, table
+
+    async def compact(self, now_ms: int, *, bytes_per_second: int | None) -> None:
+        if self._closed:
+            return
+        # Storage runs compaction safely beside appends; only what consumers may see is cleaned.
+        self._compacting = asyncio.create_task(asyncio.to_thread(
+            self._log.compact, now_ms, bytes_per_second=bytes_per_second, upper_bound=self._high_watermark))
+        try:
+            await asyncio.shield(self._compacting)
+        finally:
+            self._compacting = None
+
+
+class LocalPartition(LogPartition):
+    """A single-node partition over a PartitionLog.
+
+    High watermark: with fsync-before-acknowledge (the default), the durable end offset; otherwise the log
+    end offset (Kafka's flush.messages/flush.ms semantics: acknowledged once written). It never goes back.
+    """
+
+    def __init__(self, topic_partition: TopicPartition, log_, committer, *, leader_epoch: int = 0) -> None:
+        self._init_log_partition(topic_partition, log_)
+        self._committer = committer
+        self._leader_epoch = leader_epoch
+        self._fsync_before_ack = _fsync_before_ack(log_.config)
+        self._high_watermark = log_.durable_end_offset if self._fsync_before_ack else log_.log_end_offset
+        self._ack_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by last offset
+        self._flush_task: asyncio.Task[None] | None = None
+        self._failure: BrokerError | None = None
+        committer.register(log_)  # flush.ms / flush.messages background policy
+        if self._high_watermark < log_.log_end_offset:
+            self._schedule_flush()
+
+    # -- state -------------------------------------------------------------------------------------------
+
+    @property
     def leader_epoch(self) -> int:
         return self._leader_epoch
 
-    @property
-    def config(self):
-        return self._log.config
+    def _watching_stopped(self) -> bool:
+        return self._closed or self._failure is not None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -212,12 +316,30 @@ class LocalPartition(Partition):
 
     # -- produce -----------------------------------------------------------------------------------------
 
-    def append(self, records: bytes | bytearray | memoryview, *, now_ms: int) -> AppendInfo:
+    def append(self, records: bytes | bytearray | memoryview, *, now_ms: int, acks: int = ACKS_ALL) -> AppendInfo:
         self._check_open()
+        table = headers = None
+        if has_producer_ids(records):  # only then validate here (the log's append validates anyway)
+            from storage.record_batch import validate_batches_raw
+
+            try:
+                headers = validate_batches_raw(records, max_batch_bytes=self._log.config.max_message_bytes)
+            except Exception as exc:
+                raise translate(exc) from exc
+            duplicate, table = self._check_producers(headers)
+            if duplicate is not None:
+                return duplicate
         try:
             result = self._log.append(records, leader_epoch=self._leader_epoch, now_ms=now_ms)
         except Exception as exc:  # validation errors leave the log unchanged; storage errors are reported
             raise translate(exc) from exc
+        if table is not None:
+            offset = result.base_offset
+            for h in headers:
+                last = offset + h[12] - 1
+                ProducerStates.record_appended(table, h, offset, last, result.log_append_time if
+                                               result.log_append_time >= 0 else h[8])
+                offset = last + 1
         if self._fsync_before_ack:
             self._schedule_flush()
         else:
@@ -231,7 +353,7 @@ class LocalPartition(Partition):
             size_bytes=result.size_bytes,
         )
 
-    async def wait_for_ack(self, last_offset: int) -> None:
+    async def wait_for_ack(self, last_offset: int, acks: int = ACKS_ALL) -> None:
         if self._high_watermark > last_offset:
             return
         self._check_open()
@@ -257,20 +379,12 @@ class LocalPartition(Partition):
             log.error("flush of %s failed: %s", self.topic_partition, exc)
             self._fail(StorageFailureError(f"fsync of {self.topic_partition} failed: {exc}"))
 
-    def _advance(self, high_watermark: int) -> None:
-        if high_watermark <= self._high_watermark:
-            return
-        self._high_watermark = high_watermark
+    def _on_high_watermark(self, high_watermark: int) -> None:
         waiters = self._ack_waiters
         while waiters and waiters[0][0] < high_watermark:
             _, _, future = heapq.heappop(waiters)
             if not future.done():
                 future.set_result(None)
-        if self._watchers:
-            for key, (offset, wake) in list(self._watchers.items()):
-                if offset < high_watermark:
-                    del self._watchers[key]
-                    wake()
 
     def _fail(self, error: BrokerError) -> None:
         """A storage failure: the partition refuses writes from now on (Kafka takes the log dir offline)."""
@@ -281,11 +395,6 @@ class LocalPartition(Partition):
                 future.set_exception(error)
         self._wake_all()
 
-    def _wake_all(self) -> None:
-        watchers, self._watchers = self._watchers, {}
-        for _, wake in watchers.values():
-            wake()
-
     # -- fetch -------------------------------------------------------------------------------------------
 
     def read(self, offset: int, max_bytes: int) -> bytes | memoryview:
@@ -294,28 +403,6 @@ class LocalPartition(Partition):
             return self._log.read(offset, max_bytes, upper_bound=self._high_watermark)
         except Exception as exc:
             raise translate(exc) from exc
-
-    def watch(self, offset: int, wake: Callable[[], None]) -> Callable[[], None]:
-        if self._closed or self._failure is not None or self._high_watermark > offset:
-            wake()
-            return _noop
-        key = next(self._seq)
-        self._watchers[key] = (offset, wake)
-        return lambda: self._watchers.pop(key, None)
-
-    def list_offset(self, timestamp: int) -> tuple[int, int]:
-        self._check_open()
-        if timestamp == EARLIEST_TIMESTAMP:
-            return self._log.log_start_offset, -1
-        if timestamp == LATEST_TIMESTAMP:
-            return self._high_watermark, -1
-        try:
-            found = self._log.offset_for_timestamp(timestamp)
-        except Exception as exc:
-            raise translate(exc) from exc
-        if found is None or found[0] >= self._high_watermark:
-            return -1, -1
-        return found
 
     # -- configuration and housekeeping ------------------------------------------------------------------
 
@@ -334,17 +421,6 @@ class LocalPartition(Partition):
             self._log.apply_retention(now_ms)
         except Exception as exc:
             log.error("housekeeping of %s failed: %s", self.topic_partition, exc)
-
-    async def compact(self, now_ms: int, *, bytes_per_second: int | None) -> None:
-        if self._closed:
-            return
-        # Storage runs compaction safely beside appends; only what consumers may see is cleaned.
-        self._compacting = asyncio.create_task(asyncio.to_thread(
-            self._log.compact, now_ms, bytes_per_second=bytes_per_second, upper_bound=self._high_watermark))
-        try:
-            await asyncio.shield(self._compacting)
-        finally:
-            self._compacting = None
 
     async def close(self) -> None:
         if self._closed:

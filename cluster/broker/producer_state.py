@@ -220,3 +220,121 @@ class ProducerStateTable:
         """Forget everything (the log was truncated below `end_offset`); rebuild with `load`."""
         self._producers.clear()
         self.end_offset = end_offset
+
+
+# -- the partition append path --------------------------------------------------------------------------
+
+# Fields of a batch header tuple (storage.record_batch.HEADER order) used below.
+_H_BASE_OFFSET, _H_LENGTH, _H_ATTRIBUTES, _H_LAST_DELTA, _H_MAX_TS, _H_PID, _H_EPOCH, _H_SEQ = 0, 1, 5, 6, 8, 9, 10, 11
+_PEEK = struct.Struct(">qi")  # baseOffset, batchLength
+_PEEK_PID = struct.Struct(">q")  # producerId @43
+
+
+def has_producer_ids(buf: bytes | bytearray | memoryview) -> bool:
+    """Whether any batch of a (not yet validated) record set carries a producer id: headers only, no CRC.
+    Stops quietly at anything malformed (the append's validation reports it)."""
+    end = len(buf)
+    pos = 0
+    while pos + _HEADER_SIZE <= end:
+        _, length = _PEEK.unpack_from(buf, pos)
+        if length < _MIN_BATCH_LENGTH:
+            return False
+        (pid,) = _PEEK_PID.unpack_from(buf, pos + 43)
+        if pid >= 0:
+            return True
+        pos += _LOG_OVERHEAD + length
+    return False
+
+
+class ProducerStates:
+    """The producer-state table of one partition, kept beside its log by the partition's append path.
+
+    Built lazily (the first time an idempotent batch arrives) by scanning batch headers of the log from its
+    start: `read(offset, max_bytes)` returns stored batches (not capped by the high watermark: an
+    unacknowledged batch is still one a retry must match). The owner records each batch it appends
+    (`record_appended`) and calls `invalidate()` when its log may have lost a tail (truncation, a new
+    leader term): the next check rebuilds the table from the log.
+    """
+
+    SCAN_CHUNK_BYTES = 4 * 1024 * 1024
+
+    def __init__(self, *, max_producers: int = DEFAULT_MAX_PRODUCERS) -> None:
+        self._table: ProducerStateTable | None = None
+        self._max_producers = max_producers
+
+    @property
+    def table(self) -> ProducerStateTable | None:
+        return self._table
+
+    def invalidate(self) -> None:
+        self._table = None
+
+    def prepare(self, read, log_start_offset: int, log_end_offset: int, next_offset: int | None = None
+                ) -> ProducerStateTable:
+        """The table, caught up with the log up to `log_end_offset` (then advanced to `next_offset`, the offset
+        the next append gets, when offsets between the two hold no producer batches, e.g. a Raft no-op)."""
+        table = self._table
+        if table is None or table.end_offset > max(log_end_offset, next_offset or 0):
+            table = self._table = ProducerStateTable(end_offset=log_start_offset, max_producers=self._max_producers)
+        offset = max(table.end_offset, log_start_offset)
+        if offset > table.end_offset:
+            table.advance(offset)
+        while offset < log_end_offset:
+            data = read(offset, self.SCAN_CHUNK_BYTES)
+            if not data:
+                break
+            after = table.load(data)
+            if after <= offset:
+                break
+            offset = after
+        if next_offset is not None and next_offset > table.end_offset:
+            table.advance(next_offset)
+        return table
+
+    @staticmethod
+    def check(table: ProducerStateTable, headers: list[tuple[int, ...]]) -> SequenceCheck:
+        """The verdict for a validated run of producer batches (HEADER tuples). Several batches of one
+        producer in one request are checked against each other too; a duplicate must come alone (Kafka's
+        produce v3+ carries one batch per partition)."""
+        if len(headers) == 1:
+            h = headers[0]
+            pid = h[_H_PID]
+            if pid < 0:
+                return _APPEND
+            return table.check(pid, h[_H_EPOCH], h[_H_SEQ], last_sequence(h[_H_SEQ], h[_H_LAST_DELTA])
+                               if h[_H_SEQ] >= 0 else NO_SEQUENCE)
+        last: dict[int, tuple[int, int]] = {}  # pid -> (epoch, last seq) of earlier batches in this run
+        for h in headers:
+            pid = h[_H_PID]
+            if pid < 0:
+                continue
+            epoch, seq = h[_H_EPOCH], h[_H_SEQ]
+            seq_last = last_sequence(seq, h[_H_LAST_DELTA]) if seq >= 0 else NO_SEQUENCE
+            earlier = last.get(pid)
+            if earlier is None:
+                verdict = table.check(pid, epoch, seq, seq_last)
+                if verdict.verdict == DUPLICATE:
+                    return SequenceCheck(REJECT, error_name="DUPLICATE_SEQUENCE_NUMBER",
+                                         message=f"producer {pid}: a retried batch must be sent alone")
+                if verdict.verdict == REJECT:
+                    return verdict
+            elif epoch != earlier[0] or not in_sequence(earlier[1], seq):
+                return SequenceCheck(REJECT, error_name="OUT_OF_ORDER_SEQUENCE_NUMBER",
+                                     message=f"producer {pid}: batches of one request are out of sequence")
+            last[pid] = (epoch, seq_last)
+        return _APPEND
+
+    @staticmethod
+    def record_appended(table: ProducerStateTable, h: tuple[int, ...], base_offset: int, last_offset: int,
+                        max_timestamp: int) -> None:
+        """Remember a batch just appended at [base_offset, last_offset] (offsets assigned by the append)."""
+        if last_offset < table.end_offset:
+            return
+        if base_offset > table.end_offset:
+            table.advance(base_offset)
+        pid, seq = h[_H_PID], h[_H_SEQ]
+        if pid >= 0 and seq >= 0 and not h[_H_ATTRIBUTES] & _ATTR_CONTROL:
+            table.record(pid, h[_H_EPOCH], seq, last_sequence(seq, h[_H_LAST_DELTA]), base_offset, last_offset,
+                         max_timestamp)
+        else:
+            table.advance(last_offset + 1)

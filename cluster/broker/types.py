@@ -46,6 +46,8 @@ class PartitionState:
     size_bytes: int
     leader_id: int
     leader_epoch: int
+    replicas: tuple[int, ...] = ()
+    isr: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -76,6 +78,7 @@ class ProducePartitionResult:
     base_offset: int = -1
     log_append_time_ms: int = -1
     log_start_offset: int = -1
+    leader_id: int = -1  # with NOT_LEADER_OR_FOLLOWER: the leader this broker knows of
 
 
 # --- fetch ---------------------------------------------------------------------------------------------
@@ -99,6 +102,7 @@ class FetchPartitionResult:
     log_start_offset: int = -1
     last_stable_offset: int = -1
     records: bytes | memoryview = b""
+    leader_id: int = -1  # with NOT_LEADER_OR_FOLLOWER: the leader this broker knows of
 
 
 @dataclass(slots=True)
@@ -130,3 +134,4 @@ class ListOffsetsResult:
     error_message: str = ""
     offset: int = -1
     timestamp: int = -1
+    leader_id: int = -1  # with NOT_LEADER_OR_FOLLOWER: the leader this broker knows of

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 PRODUCER_ID_BLOCK = 1000  # ids handed to a broker at a time, as Kafka's ProducerIdManager does
+# Results of the last commands that carried a request id, so a command retried after a lost answer (a
+# controller failover between commit and reply) is answered, not applied twice.
+RECENT_REQUESTS = 1000
+SNAPSHOT_VERSION = 2
 
 
 class MetadataError(Exception):
@@ -62,12 +67,32 @@ def validate_topic_name(name: str) -> None:
         )
 
 
+def result_to_json(result: Any) -> Any:
+    """A command's result as JSON-able data (what travels back to the proposer and what dedup keeps)."""
+    if isinstance(result, MetadataError):
+        return {"error": result.error_name, "message": str(result)}
+    if isinstance(result, (BrokerRegistration, PartitionAssignment, TopicMetadata)):
+        return asdict(result)
+    if isinstance(result, tuple):
+        return list(result)
+    return result
+
+
+def result_from_json(value: Any) -> Any:
+    """The inverse for errors: a MetadataError comes back as one (everything else stays plain data)."""
+    if isinstance(value, dict) and set(value) == {"error", "message"}:
+        return MetadataError(value["error"], value["message"])
+    return value
+
+
 class ClusterMetadata:
     def __init__(self) -> None:
+        self.cluster_id = ""
         self.brokers: dict[int, BrokerRegistration] = {}
         self.topics: dict[str, TopicMetadata] = {}
         self.next_producer_id = 0
         self.applied_index = -1
+        self.recent_requests: OrderedDict[str, Any] = OrderedDict()
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -94,14 +119,36 @@ class ClusterMetadata:
         a refused command is still a committed entry, and every replica must refuse it the same way)."""
         assert index > self.applied_index, f"controller entries apply in order ({index} after {self.applied_index})"
         self.applied_index = index
-        cmd = json.loads(command) if isinstance(command, (bytes, bytearray, memoryview)) else command
-        handler = getattr(self, "_apply_" + cmd.get("type", ""), None)
-        if handler is None:
-            return MetadataError("INVALID_REQUEST", f"unknown controller command {cmd.get('type')!r}")
         try:
-            return handler(cmd)
-        except MetadataError as exc:
-            return exc
+            cmd = json.loads(bytes(command)) if isinstance(command, (bytes, bytearray, memoryview)) else command
+        except ValueError as exc:
+            return MetadataError("INVALID_REQUEST", f"controller command is not JSON: {exc}")
+        if not isinstance(cmd, dict):
+            return MetadataError("INVALID_REQUEST", "controller command is not a JSON object")
+        request_id = cmd.get("request_id")
+        if isinstance(request_id, str) and request_id in self.recent_requests:
+            return result_from_json(self.recent_requests[request_id])
+        handler = getattr(self, "_apply_" + str(cmd.get("type", "")), None)
+        if handler is None:
+            result: Any = MetadataError("INVALID_REQUEST", f"unknown controller command {cmd.get('type')!r}")
+        else:
+            try:
+                result = handler(cmd)
+            except MetadataError as exc:
+                result = exc
+            except (KeyError, TypeError, ValueError) as exc:  # a malformed command: refused the same everywhere
+                result = MetadataError("INVALID_REQUEST", f"malformed {cmd.get('type')} command: {exc!r}")
+        if isinstance(request_id, str):
+            self.recent_requests[request_id] = result_to_json(result)
+            while len(self.recent_requests) > RECENT_REQUESTS:
+                self.recent_requests.popitem(last=False)
+        return result
+
+    def _apply_init_cluster(self, cmd: dict[str, Any]) -> str:
+        """The first controller leader names the cluster; later proposals keep the first name."""
+        if not self.cluster_id:
+            self.cluster_id = str(cmd["cluster_id"])
+        return self.cluster_id
 
     def _apply_register_broker(self, cmd: dict[str, Any]) -> BrokerRegistration:
         old = self.brokers.get(cmd["broker_id"])
@@ -162,6 +209,12 @@ class ClusterMetadata:
         new = [PartitionAssignment(list(r)) for r in cmd["assignments"]]
         if not new:
             raise MetadataError("INVALID_PARTITIONS", "the partition count can only grow")
+        if "current" in cmd and cmd["current"] != len(topic.partitions):
+            raise MetadataError("INVALID_PARTITIONS", f"topic {topic.name!r} has {len(topic.partitions)} partitions "
+                                                      f"now, not {cmd['current']}")
+        for a in new:
+            if len(set(a.replicas)) != len(a.replicas) or not a.replicas:
+                raise MetadataError("INVALID_REPLICA_ASSIGNMENT", f"bad replica list {a.replicas}")
         topic.partitions.extend(new)
         return len(topic.partitions)
 
@@ -173,7 +226,16 @@ class ClusterMetadata:
             raise MetadataError("UNKNOWN_TOPIC_OR_PARTITION", f"{topic.name} has no partition {p}")
         assignment = topic.partitions[p]
         if "target" in cmd:
-            assignment.target = list(cmd["target"])
+            target = [int(b) for b in cmd["target"]]
+            if not target or len(set(target)) != len(target):
+                raise MetadataError("INVALID_REPLICA_ASSIGNMENT", f"bad replica list {target}")
+            unknown = [b for b in target if b not in self.brokers]
+            if unknown:
+                raise MetadataError("INVALID_REPLICA_ASSIGNMENT", f"unknown broker(s) {unknown}")
+            if target == assignment.replicas:
+                assignment.target = None
+                return assignment
+            assignment.target = target
         if "replicas" in cmd:
             assignment.replicas = list(cmd["replicas"])
             assignment.target = None
@@ -197,21 +259,25 @@ class ClusterMetadata:
     def snapshot(self) -> bytes:
         return json.dumps(
             {
-                "version": 1,
+                "version": SNAPSHOT_VERSION,
+                "cluster_id": self.cluster_id,
                 "applied_index": self.applied_index,
                 "next_producer_id": self.next_producer_id,
                 "brokers": [asdict(b) for b in self.brokers.values()],
                 "topics": [asdict(t) for t in self.topics.values()],
+                "recent_requests": list(self.recent_requests.items()),
             },
             sort_keys=True,
         ).encode()
 
     @classmethod
     def restore(cls, data: bytes) -> "ClusterMetadata":
-        doc = json.loads(data)
-        if doc.get("version") != 1:
+        doc = json.loads(bytes(data))
+        if doc.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError(f"unknown controller snapshot version {doc.get('version')}")
         md = cls()
+        md.cluster_id = doc.get("cluster_id", "")
+        md.recent_requests = OrderedDict((k, v) for k, v in doc.get("recent_requests", []))
         md.applied_index = doc["applied_index"]
         md.next_producer_id = doc["next_producer_id"]
         for b in doc["brokers"]:

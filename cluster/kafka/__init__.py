@@ -3,8 +3,6 @@
     server.py        asyncio shell: one sans-I/O codec connection per socket, ordered responses, back-pressure
     handlers/        one thin handler per API key, with the versions it serves (what ApiVersions advertises)
     cluster_view.py  the cluster facts handlers need (brokers, leaders, replicas, ISR, controller)
-    idempotence.py   producer-state tables per partition, kept in step with the log (until the append path
-                     owns them; see cluster/broker/producer_state.py)
     producer_ids.py  InitProducerId's durable id blocks
     __main__.py      `python -m cluster.kafka`: a broker core with only this listener (tests, benchmarks)
 """

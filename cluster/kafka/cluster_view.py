@@ -168,3 +168,74 @@ class SingleNodeClusterView(ClusterView):
 
     def is_local_leader(self, topic: str, partition: int) -> bool:
         return True  # one node leads everything it has
+
+
+class RaftClusterView(ClusterView):
+    """The view of a broker of a Raft-replicated cluster (cluster.replication.runtime.ClusterRuntime): brokers
+    and topics from the controller's replicated metadata, leaders from this broker's own groups and the
+    leaders' hints. Only live brokers are listed; a partition whose leader is not known to be alive is
+    answered with leader -1 (LEADER_NOT_AVAILABLE), so clients ask again instead of dialing a dead broker."""
+
+    def __init__(self, runtime) -> None:
+        self._runtime = runtime
+        self._ids: dict[str, tuple[str, uuid.UUID]] = {}
+
+    @property
+    def cluster_id(self) -> str:
+        return self._runtime.cluster_id
+
+    @property
+    def local_node_id(self) -> int:
+        return self._runtime.node_id
+
+    @property
+    def controller_id(self) -> int:
+        return self._runtime.controller_id
+
+    def brokers(self) -> list[BrokerEndpoint]:
+        rt = self._runtime
+        out = []
+        for b in sorted(rt.metadata.brokers.values(), key=lambda b: b.broker_id):
+            if b.kafka_port > 0 and rt.is_alive(b.broker_id):
+                out.append(BrokerEndpoint(b.broker_id, b.host, b.kafka_port, b.rack))
+        return out
+
+    def _topic_id(self, name: str, text: str) -> uuid.UUID:
+        cached = self._ids.get(name)
+        if cached is None or cached[0] != text:
+            cached = self._ids[name] = (text, parse_topic_id(text))
+        return cached[1]
+
+    def _placement(self, name: str, topic_id: str, index: int, replicas: list[int]) -> PartitionPlacement:
+        rt = self._runtime
+        leader, epoch, isr = rt.leadership(name, index, topic_id)
+        offline = tuple(b for b in replicas if not rt.is_alive(b))
+        return PartitionPlacement(index, leader, epoch, tuple(replicas), tuple(isr) or ((leader,) if leader >= 0
+                                                                                         else ()), offline)
+
+    def topics(self, names: list[str] | None = None) -> dict[str, TopicView]:
+        md = self._runtime.metadata
+        wanted = md.topics.keys() if names is None else [n for n in names if n in md.topics]
+        out: dict[str, TopicView] = {}
+        for name in wanted:
+            t = md.topics[name]
+            placements = tuple(self._placement(name, t.topic_id, i, p.replicas) for i, p in enumerate(t.partitions))
+            out[name] = TopicView(name, self._topic_id(name, t.topic_id), placements, t.internal)
+        return out
+
+    def topic_names_by_id(self) -> dict[uuid.UUID, str]:
+        return {self._topic_id(t.name, t.topic_id): t.name for t in self._runtime.metadata.topics.values()}
+
+    def placement(self, topic: str, partition: int) -> PartitionPlacement | None:
+        t = self._runtime.metadata.topics.get(topic)
+        if t is None or not 0 <= partition < len(t.partitions):
+            return None
+        return self._placement(topic, t.topic_id, partition, t.partitions[partition].replicas)
+
+    def is_local_leader(self, topic: str, partition: int) -> bool:
+        rt = self._runtime
+        t = rt.metadata.topics.get(topic)
+        if t is None or not 0 <= partition < len(t.partitions):
+            return True  # the broker core answers UNKNOWN_TOPIC_OR_PARTITION
+        replica = rt.local_replica(topic, partition)
+        return replica is not None and replica.is_leader

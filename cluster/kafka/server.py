@@ -32,7 +32,6 @@ import proto.kafka as k
 from cluster.kafka.cluster_view import ClusterView, SingleNodeClusterView
 from cluster.kafka.config import MiB, KafkaListenerConfig
 from cluster.kafka.handlers import CLOSE_CONNECTION, HANDLERS, KafkaServices, served_versions
-from cluster.kafka.idempotence import ProducerStates
 from cluster.kafka.producer_ids import FileProducerIdBlocks, ProducerIdAllocator
 
 log = logging.getLogger(__name__)
@@ -306,7 +305,8 @@ class KafkaListener:
     """The Kafka front door of one broker. `await start()`, then `await close()`."""
 
     def __init__(self, broker, host: str = "127.0.0.1", port: int = 9092, *,
-                 config: KafkaListenerConfig | None = None, cluster: ClusterView | None = None) -> None:
+                 config: KafkaListenerConfig | None = None, cluster: ClusterView | None = None,
+                 producer_id_reserve=None) -> None:
         self.broker = broker
         self.host = host
         self.requested_port = port
@@ -316,6 +316,9 @@ class KafkaListener:
         self.config = config
         self.max_frame_bytes: int = config.max_frame_bytes
         self._cluster = cluster
+        # async reserve(count) -> first id of a block unique cluster-wide (the controller's, in a cluster);
+        # None: a file in the data directory (a standalone broker).
+        self._producer_id_reserve = producer_id_reserve
         self.port: int | None = None
         self.services: KafkaServices | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -347,14 +350,15 @@ class KafkaListener:
             raise OSError(f"cannot listen for Kafka clients on {self.host}:{self.requested_port}: {exc}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         broker = self.broker
-        id_file = self.config.producer_id_file or Path(broker.config.data_dir) / "kafka-producer-ids.json"
+        reserve = self._producer_id_reserve
+        if reserve is None:
+            id_file = self.config.producer_id_file or Path(broker.config.data_dir) / "kafka-producer-ids.json"
+            reserve = FileProducerIdBlocks(id_file).reserve
         self.services = KafkaServices(
             broker=broker,
             cluster=self._cluster or SingleNodeClusterView(broker, self.advertised_host, self.port),
             config=self.config,
-            producer_ids=ProducerIdAllocator(FileProducerIdBlocks(id_file).reserve,
-                                             block_size=self.config.producer_id_block),
-            producer_states=ProducerStates(),
+            producer_ids=ProducerIdAllocator(reserve, block_size=self.config.producer_id_block),
             served=served_versions(),
         )
         self._sweeper = loop.create_task(self._close_idle_connections(), name="kafka idle connections")
@@ -397,8 +401,9 @@ class KafkaListener:
 
 async def start_kafka_listener(broker, host: str = "127.0.0.1", port: int = 9092, *,
                                config: KafkaListenerConfig | None = None,
-                               cluster: ClusterView | None = None) -> KafkaListener:
+                               cluster: ClusterView | None = None, producer_id_reserve=None) -> KafkaListener:
     """Listen for Kafka clients next to `broker` (on its event loop). Port 0 picks a free port."""
-    listener = KafkaListener(broker, host, port, config=config, cluster=cluster)
+    listener = KafkaListener(broker, host, port, config=config, cluster=cluster,
+                             producer_id_reserve=producer_id_reserve)
     await listener.start()
     return listener

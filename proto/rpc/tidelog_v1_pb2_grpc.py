@@ -577,3 +577,142 @@ class LogService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ClusterServiceStub:
+    """---------------------------------------------------------------------------------------------------------
+    Cluster status and partition placement (docs/cluster-design.md)
+
+    Any broker answers. A call that must reach the partition leader or the controller is forwarded by the
+    broker; a call that this broker cannot serve (NOT_LEADER_OR_FOLLOWER) carries the trailing metadata
+    `tidelog-leader: <broker id>` so the client can go there.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.DescribeCluster = channel.unary_unary(
+                '/tidelog.v1.ClusterService/DescribeCluster',
+                request_serializer=proto_dot_rpc_dot_tidelog__v1__pb2.DescribeClusterRequest.SerializeToString,
+                response_deserializer=proto_dot_rpc_dot_tidelog__v1__pb2.DescribeClusterResponse.FromString,
+                _registered_method=True)
+        self.ReassignPartition = channel.unary_unary(
+                '/tidelog.v1.ClusterService/ReassignPartition',
+                request_serializer=proto_dot_rpc_dot_tidelog__v1__pb2.ReassignPartitionRequest.SerializeToString,
+                response_deserializer=proto_dot_rpc_dot_tidelog__v1__pb2.ReassignPartitionResponse.FromString,
+                _registered_method=True)
+
+
+class ClusterServiceServicer:
+    """---------------------------------------------------------------------------------------------------------
+    Cluster status and partition placement (docs/cluster-design.md)
+
+    Any broker answers. A call that must reach the partition leader or the controller is forwarded by the
+    broker; a call that this broker cannot serve (NOT_LEADER_OR_FOLLOWER) carries the trailing metadata
+    `tidelog-leader: <broker id>` so the client can go there.
+
+    """
+
+    def DescribeCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReassignPartition(self, request, context):
+        """Move a partition's replicas: the controller records the target, the partition leader adds the new
+        replicas as learners, promotes them once caught up, then removes the old ones. Returns once the target
+        is recorded (wait = false) or reached (wait = true, bounded by timeout_ms).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ClusterServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'DescribeCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCluster,
+                    request_deserializer=proto_dot_rpc_dot_tidelog__v1__pb2.DescribeClusterRequest.FromString,
+                    response_serializer=proto_dot_rpc_dot_tidelog__v1__pb2.DescribeClusterResponse.SerializeToString,
+            ),
+            'ReassignPartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReassignPartition,
+                    request_deserializer=proto_dot_rpc_dot_tidelog__v1__pb2.ReassignPartitionRequest.FromString,
+                    response_serializer=proto_dot_rpc_dot_tidelog__v1__pb2.ReassignPartitionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tidelog.v1.ClusterService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tidelog.v1.ClusterService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ClusterService:
+    """---------------------------------------------------------------------------------------------------------
+    Cluster status and partition placement (docs/cluster-design.md)
+
+    Any broker answers. A call that must reach the partition leader or the controller is forwarded by the
+    broker; a call that this broker cannot serve (NOT_LEADER_OR_FOLLOWER) carries the trailing metadata
+    `tidelog-leader: <broker id>` so the client can go there.
+
+    """
+
+    @staticmethod
+    def DescribeCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.ClusterService/DescribeCluster',
+            proto_dot_rpc_dot_tidelog__v1__pb2.DescribeClusterRequest.SerializeToString,
+            proto_dot_rpc_dot_tidelog__v1__pb2.DescribeClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReassignPartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.ClusterService/ReassignPartition',
+            proto_dot_rpc_dot_tidelog__v1__pb2.ReassignPartitionRequest.SerializeToString,
+            proto_dot_rpc_dot_tidelog__v1__pb2.ReassignPartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -21,7 +21,7 @@ def test_service_is_versioned():
     from proto.rpc import tidelog_v1_pb2 as pb
 
     assert pb.DESCRIPTOR.package == "tidelog.v1"
-    assert set(pb.DESCRIPTOR.services_by_name) == {"AdminService", "LogService"}
+    assert set(pb.DESCRIPTOR.services_by_name) == {"AdminService", "LogService", "ClusterService"}
 
 
 def test_error_codes_are_kafkas():

@@ -52,15 +52,21 @@ async def _create_topics(svc: KafkaServices, version: int, body: dict) -> dict:
         if count is None and svc.config.num_partitions:
             count = svc.config.num_partitions
         configs = {c["name"]: c["value"] for c in t["configs"] if c["value"] is not None}
+        rf = t["replication_factor"] if t["replication_factor"] > 0 else None
+        assignments = None
+        if t["assignments"]:
+            assignments = [list(a["broker_ids"]) for a in sorted(t["assignments"], key=lambda a: a["partition_index"])]
         try:
-            info = await svc.broker.create_topic(name, count, configs, validate_only=validate_only)
+            info = await svc.broker.create_topic(name, count, configs, validate_only=validate_only,
+                                                 replication_factor=rf, assignments=assignments)
         except BrokerError as exc:
             result["error_code"] = code_of(exc.error_name)
             result["error_message"] = str(exc)
             continue
         result["topic_id"] = parse_topic_id(info.topic_id)
         result["num_partitions"] = info.partition_count
-        result["replication_factor"] = 1
+        result["replication_factor"] = (len(info.partitions[0].replicas) if info.partitions and
+                                        info.partitions[0].replicas else (rf or 1))
         result["configs"] = [_config_entry(c) for c in info.configs]
     return {"throttle_time_ms": 0, "topics": results}
 

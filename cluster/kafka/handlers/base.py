@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from cluster.broker.broker import Broker
     from cluster.kafka.cluster_view import ClusterView
     from cluster.kafka.config import KafkaListenerConfig
-    from cluster.kafka.idempotence import ProducerStates
     from cluster.kafka.producer_ids import ProducerIdAllocator
 
 
@@ -41,7 +40,6 @@ class KafkaServices:
     cluster: "ClusterView"
     config: "KafkaListenerConfig"
     producer_ids: "ProducerIdAllocator"
-    producer_states: "ProducerStates"
     served: dict[int, tuple[int, int]]  # api key -> (min, max) version: what ApiVersions advertises
 
 

@@ -4,16 +4,15 @@ Served from v3 (RecordBatch v2 only). v0-2 stay advertised because kcat (librdka
 snappy and lz4 only if Produce v0 is in the broker's range; they are answered UNSUPPORTED_VERSION.
 One batch per partition, as Kafka requires from v3. The append itself (validation, offsets, CRC) is the
 broker core's; this handler adds the per-partition checks Kafka does in front of it: leadership, message
-format, and the idempotent producer's duplicate / sequence / epoch checks (ProducerStateTable).
+format. The idempotent producer's duplicate / sequence / epoch checks happen in the partition (the broker
+core's append path), so every front door gets them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 from cluster.broker.errors import BrokerError
-from cluster.broker.producer_state import APPEND, DUPLICATE, last_sequence
 from cluster.broker.types import VALID_ACKS, ProducePartition
 from cluster.kafka.errors import code_of
 from proto.kafka import ApiKey, ErrorCode, RequestHeader
@@ -90,11 +89,9 @@ def produce(svc: KafkaServices, header: RequestHeader, body: dict):
 
     broker = svc.broker
     cluster = svc.cluster
-    states = svc.producer_states
     responses = []
     specs: list[ProducePartition] = []
-    appended: list[tuple[dict, tuple | None]] = []  # (result, idempotence info) per spec
-    waits: list[tuple[dict, object, int]] = []  # duplicates still waiting for their acknowledgement
+    appended: list[dict] = []  # the response entry of each spec
     failed = False
     for topic in topics:
         name = topic["name"]
@@ -115,33 +112,14 @@ def produce(svc: KafkaServices, header: RequestHeader, body: dict):
                 failed = True
                 continue
             try:
-                _attrs, last_delta, max_ts, pid, epoch, base_seq = _batch_header(records)
-                idem = None
-                if pid >= 0:
-                    partition = broker.partition(name, index)
-                    table = states.table_for(partition)
-                    last_seq = last_sequence(base_seq, last_delta) if base_seq >= 0 else -1
-                    check = table.check(pid, epoch, base_seq, last_seq)
-                    if check.verdict == DUPLICATE:
-                        dup = check.duplicate
-                        result["base_offset"] = dup.first_offset
-                        result["log_start_offset"] = partition.log_start_offset
-                        if acks != 0 and partition.high_watermark <= dup.last_offset:
-                            waits.append((result, partition, dup.last_offset))
-                        continue
-                    if check.verdict != APPEND:
-                        raise _Refused(check.error_name, check.message)
-                    idem = (table, pid, epoch, base_seq, last_seq, last_delta, max_ts)
+                _batch_header(records)
             except _Refused as exc:
                 _error(result, exc.error_name, str(exc))
                 failed = True
                 continue
-            except BrokerError as exc:
-                _error(result, exc.error_name, str(exc))
-                failed = True
-                continue
+            # The partition checks idempotent producers (duplicates get their original offsets).
             specs.append(ProducePartition(name, index, records))
-            appended.append((result, idem))
+            appended.append(result)
 
     pending = None
     if specs:
@@ -149,30 +127,24 @@ def produce(svc: KafkaServices, header: RequestHeader, body: dict):
         try:
             pending = broker.begin_produce(specs, acks=acks, timeout_ms=timeout_ms)
         except BrokerError as exc:
-            for result, _ in appended:
+            for result in appended:
                 _error(result, exc.error_name, str(exc))
             failed = True
-        else:
-            for res, (_, idem) in zip(pending.results, appended):
-                if res.error_name == "NONE" and idem is not None:
-                    table, pid, epoch, base_seq, last_seq, last_delta, max_ts = idem
-                    states.after_append(table, pid, epoch, base_seq, last_seq, res.base_offset,
-                                        res.base_offset + last_delta, max_ts)
     response = {"responses": responses, "throttle_time_ms": 0}
     if acks == 0:
         if failed or (pending is not None and any(r.error_name != "NONE" for r in pending.results)):
             return CLOSE_CONNECTION  # Kafka's way of telling an acks=0 producer that something failed
         return None
-    if not waits and (pending is None or not pending.needs_wait):
+    if pending is None or not pending.needs_wait:
         _fill(pending, appended)
         return response
-    return _acknowledged(response, pending, appended, waits, body["timeout_ms"], svc)
+    return _acknowledged(response, pending, appended)
 
 
 def _fill(pending, appended) -> None:
     if pending is None:
         return
-    for res, (result, _) in zip(pending.results, appended):
+    for res, result in zip(pending.results, appended):
         if res.error_name != "NONE":
             _error(result, res.error_name, res.error_message)
         else:
@@ -181,23 +153,8 @@ def _fill(pending, appended) -> None:
             result["log_start_offset"] = res.log_start_offset
 
 
-async def _acknowledged(response: dict, pending, appended, waits, timeout_ms: int, svc: KafkaServices) -> dict:
-    timeout = min(timeout_ms or svc.broker.config.default_produce_timeout_ms,
-                  svc.config.max_produce_timeout_ms) / 1000
-
-    async def wait_duplicate(result: dict, partition, last_offset: int) -> None:
-        # A retried duplicate is answered once the original is acknowledged, as Kafka does.
-        try:
-            await asyncio.wait_for(partition.wait_for_ack(last_offset), timeout)
-        except TimeoutError:
-            _error(result, "REQUEST_TIMED_OUT", "the original append is not acknowledged yet")
-        except BrokerError as exc:
-            _error(result, exc.error_name, str(exc))
-
-    jobs = [wait_duplicate(*w) for w in waits]
-    if pending is not None:
-        jobs.append(pending.wait())
-    await asyncio.gather(*jobs)
+async def _acknowledged(response: dict, pending, appended) -> dict:
+    await pending.wait()
     _fill(pending, appended)
     return response
 

@@ -1,0 +1,734 @@
+"""Consumer groups over the tidelog gRPC API: `GroupConsumer` (a member of a group) and `GroupAdmin` (list,
+describe with lag, reset offsets, delete).
+
+    with GroupConsumer("127.0.0.1:7070", "billing", ["orders"], on_assign=..., on_revoke=...) as consumer:
+        for record in consumer:
+            handle(record)                  # processed once the next record is asked for
+
+The coordinator assigns partitions (server-side assignors: range, roundrobin, sticky, cooperative-sticky).
+A background task on the client's loop heartbeats; a rebalance is handled inside `poll()` on the caller's
+thread: offsets of processed records are committed (auto-commit), `on_revoke` runs, the member rejoins,
+`on_assign` runs and fetching resumes from the committed offsets (else `auto_offset_reset`).
+
+At-least-once by default: only offsets of records that were returned to the application *and* processed
+are committed. A record returned by `poll()` counts as processed when `poll()` is called again (or the
+iterator moves past it, or `commit()`/`close()` is called); auto-commit commits those every
+`auto_commit_interval_ms` and always before partitions are revoked. Records are fetched with
+`tidelog.Consumer`'s machinery (one long-poll Fetch for all assigned partitions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Callable, Iterable, Iterator, Mapping
+
+from tidelog.errors import BrokerUnavailableError, RequestTimedOutError, TidelogError
+from tidelog.records import ConsumerRecord, TopicPartition
+
+log = logging.getLogger("tidelog.group_consumer")
+
+# Kafka error codes the group API answers with (numbers from Kafka's Errors.java).
+NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = 3
+COORDINATOR_LOAD_IN_PROGRESS = 14
+COORDINATOR_NOT_AVAILABLE = 15
+NOT_COORDINATOR = 16
+ILLEGAL_GENERATION = 22
+UNKNOWN_MEMBER_ID = 25
+REBALANCE_IN_PROGRESS = 27
+FENCED_INSTANCE_ID = 82
+_RETRY_COORDINATOR = {COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR}
+_FENCED = {ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID}
+_EAGER = ("range", "roundrobin", "sticky")
+ASSIGNORS = (*_EAGER, "cooperative-sticky")
+
+Callback = Callable[[list[TopicPartition]], None]
+
+
+def _error_name(code: int) -> str:
+    from consumer_groups.errors import ErrorCode
+
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"ERROR_{code}"
+
+
+class GroupError(TidelogError):
+    """A group call failed; `error_name` is Kafka's name for the reason (e.g. ILLEGAL_GENERATION)."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        name = _error_name(code)
+        super().__init__(message or name, error_name=name)
+        self.code = code
+
+    @property
+    def retriable(self) -> bool:
+        return self.code in _RETRY_COORDINATOR or self.code == REBALANCE_IN_PROGRESS or super().retriable
+
+
+class CommitFailedError(GroupError):
+    """The commit was refused because the group rebalanced (the member's generation is over): the records
+    will be processed again by whoever owns their partitions now (at-least-once)."""
+
+
+class _GroupConnection:
+    """The GroupService stub on a `tidelog._transport.Connection`'s channel."""
+
+    def __init__(self, bootstrap: str | None, request_timeout_ms: int) -> None:
+        from tidelog._transport import Connection
+
+        self.conn = Connection(bootstrap, request_timeout_ms=request_timeout_ms)
+        self.loop_thread = self.conn.loop_thread
+        self.loop_thread.run(self._open())
+
+    async def _open(self) -> None:
+        from proto.rpc import groups_v1_pb2_grpc as gpb_grpc
+
+        self.stub = gpb_grpc.GroupServiceStub(self.conn.channel)
+
+    def call(self, name: str, request, timeout: float | None = None):
+        return self.conn.call(getattr(self.stub, name), request, timeout=timeout)
+
+    async def acall(self, name: str, request, timeout: float | None = None):
+        return await self.conn.acall(getattr(self.stub, name), request, timeout=timeout)
+
+    @property
+    def target(self) -> str:
+        return self.conn.target
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class GroupConsumer:
+    """A member of consumer group `group_id` reading `topics`. Not thread-safe: use it from one thread."""
+
+    def __init__(
+        self,
+        bootstrap: str | None,
+        group_id: str,
+        topics: Iterable[str],
+        *,
+        assignor: str = "range",
+        group_instance_id: str | None = None,
+        client_id: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5_000,
+        auto_offset_reset: str = "earliest",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        rebalance_timeout_ms: int = 30_000,
+        on_assign: Callback | None = None,
+        on_revoke: Callback | None = None,
+        max_poll_records: int = 500,
+        fetch_max_wait_ms: int = 500,
+        consumer_timeout_ms: int | None = None,
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+    ) -> None:
+        if not group_id:
+            raise ValueError("group_id must not be empty")
+        self.topics = sorted(set([topics] if isinstance(topics, str) else topics))
+        if not self.topics:
+            raise ValueError("subscribe to at least one topic")
+        if assignor not in ASSIGNORS:
+            raise ValueError(f"assignor must be one of {', '.join(ASSIGNORS)}, got {assignor!r}")
+        if not 0 < heartbeat_interval_ms < session_timeout_ms:
+            raise ValueError("need 0 < heartbeat_interval_ms < session_timeout_ms")
+        self.group_id = group_id
+        self.assignor = assignor
+        self.group_instance_id = group_instance_id
+        self.client_id = client_id or f"tidelog-{socket.gethostname()}-{os.getpid()}"
+        self.enable_auto_commit = enable_auto_commit
+        self.auto_commit_interval = auto_commit_interval_ms / 1000
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval = heartbeat_interval_ms / 1000
+        self.rebalance_timeout_ms = rebalance_timeout_ms
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self.max_poll_records = max_poll_records
+        self.consumer_timeout_ms = consumer_timeout_ms
+        self.request_timeout = request_timeout_ms / 1000
+        self.retry_backoff = retry_backoff_ms / 1000
+        self.member_id = ""
+        self.generation_id = -1
+        self._assignment: list[TopicPartition] = []
+        self._delivered: dict[TopicPartition, int] = {}  # next offset after the records returned
+        self._processed: dict[TopicPartition, int] = {}  # next offset after the records processed
+        self._committed: dict[TopicPartition, int] = {}  # what this member last committed
+        self._pending_delivery: dict[TopicPartition, int] = {}  # returned by the last poll, not yet processed
+        self._next_auto_commit = time.monotonic() + self.auto_commit_interval
+        self._rejoin = threading.Event()  # set by the heartbeat task
+        self._fenced = False
+        self._joined = False
+        self._joining = False
+        self._heartbeat_task: asyncio.Future | None = None
+        self._heartbeat_stop: asyncio.Event | None = None
+        self._closed = False
+        self._group = _GroupConnection(bootstrap, request_timeout_ms)
+        from tidelog.consumer import Consumer
+
+        try:
+            self._consumer = Consumer(bootstrap, auto_offset_reset=auto_offset_reset,
+                                      fetch_max_wait_ms=fetch_max_wait_ms, max_poll_records=max_poll_records,
+                                      request_timeout_ms=request_timeout_ms, retry_backoff_ms=retry_backoff_ms)
+        except BaseException:
+            self._group.close()
+            raise
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumerRecord]:
+        """Records within `timeout` seconds (maybe none). Calling poll again marks the records the previous
+        poll returned as processed (their offsets become committable)."""
+        self._check_open()
+        self._mark_processed()
+        deadline = time.monotonic() + timeout
+        while True:
+            self._ensure_member(deadline)
+            self._maybe_auto_commit()
+            remaining = deadline - time.monotonic()
+            records = self._consumer.poll(timeout=max(0.0, min(remaining, 0.2)),
+                                          max_records=max_records or self.max_poll_records)
+            if records:  # still ours even if a rebalance just started: we rejoin on the next poll
+                for r in records:
+                    self._pending_delivery[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                    self._delivered[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                return records
+            if time.monotonic() >= deadline:
+                return []
+
+    def __iter__(self) -> Iterator[ConsumerRecord]:
+        """Yield records one by one; a record counts as processed when the next one is asked for. Stops
+        after consumer_timeout_ms without records (never when None)."""
+        idle_since = time.monotonic()
+        while not self._closed:
+            records = self.poll(timeout=0.5)
+            if not records:
+                if self.consumer_timeout_ms is not None and \
+                        (time.monotonic() - idle_since) * 1000 >= self.consumer_timeout_ms:
+                    return
+                continue
+            idle_since = time.monotonic()
+            self._pending_delivery.clear()  # tracked record by record below
+            for record in records:
+                yield record
+                tp = TopicPartition(record.topic, record.partition)
+                if tp in self._delivered:  # still ours: the generator resumes only when asked for more
+                    self._processed[tp] = max(self._processed.get(tp, 0), record.offset + 1)
+
+    def _mark_processed(self) -> None:
+        for tp, offset in self._pending_delivery.items():
+            if tp in self._delivered:
+                self._processed[tp] = max(self._processed.get(tp, 0), offset)
+        self._pending_delivery.clear()
+
+    # ------------------------------------------------------------------------------------------ commits
+
+    def commit(self, offsets: Mapping[TopicPartition | tuple[str, int], int] | None = None) -> None:
+        """Commit `offsets` (next offset to read, per partition), or by default every record returned so
+        far (the application says it processed them). Raises CommitFailedError after a rebalance."""
+        self._check_open()
+        if offsets is None:
+            self._mark_processed()
+            offsets = dict(self._processed)
+        else:
+            offsets = {(tp if isinstance(tp, TopicPartition) else TopicPartition(*tp)): o for tp, o in offsets.items()}
+            for tp, o in offsets.items():
+                self._processed[tp] = max(self._processed.get(tp, 0), o)
+        self._commit(offsets, raise_errors=True)
+
+    def _commit(self, offsets: Mapping[TopicPartition, int], *, raise_errors: bool) -> bool:
+        todo = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        if not todo or self.generation_id < 0:
+            return True
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        request = gpb.GroupCommitRequest(
+            group_id=self.group_id, member_id=self.member_id, generation_id=self.generation_id,
+            offsets=[gpb.GroupOffset(topic=tp.topic, partition=tp.partition, offset=o) for tp, o in todo.items()])
+        if self.group_instance_id is not None:
+            request.group_instance_id = self.group_instance_id
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            try:
+                response = self._group.call("GroupCommit", request)
+            except (BrokerUnavailableError, RequestTimedOutError) as exc:
+                if time.monotonic() > deadline:
+                    if raise_errors:
+                        raise
+                    log.warning("commit of group %s failed: %s", self.group_id, exc)
+                    return False
+                time.sleep(self.retry_backoff)
+                continue
+            code = response.error_code
+            if code in _RETRY_COORDINATOR and time.monotonic() < deadline:
+                time.sleep(self.retry_backoff)
+                continue
+            break
+        for r in response.results:
+            if r.error_code == NONE:
+                self._committed[TopicPartition(r.topic, r.partition)] = todo[TopicPartition(r.topic, r.partition)]
+        if code == NONE:
+            return True
+        if code in _FENCED or code == REBALANCE_IN_PROGRESS:
+            if code in _FENCED:
+                self._fenced = True
+                self._rejoin.set()
+            error: GroupError = CommitFailedError(code, f"commit refused: {_error_name(code)} (the group "
+                                                        f"{self.group_id} rebalanced)")
+        else:
+            error = GroupError(code, response.error_message or _error_name(code))
+        if raise_errors:
+            raise error
+        log.warning("commit of group %s failed: %s", self.group_id, error)
+        return False
+
+    def _maybe_auto_commit(self) -> None:
+        if self.enable_auto_commit and time.monotonic() >= self._next_auto_commit:
+            self._next_auto_commit = time.monotonic() + self.auto_commit_interval
+            self._commit(dict(self._processed), raise_errors=False)
+
+    def committed(self, partitions: Iterable[TopicPartition | tuple[str, int]] | None = None,
+                  ) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None where nothing is committed)."""
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        tps = [tp if isinstance(tp, TopicPartition) else TopicPartition(*tp) for tp in (partitions or ())]
+        response = self._group.call("GroupFetchOffsets", gpb.GroupFetchOffsetsRequest(
+            group_id=self.group_id, partitions=[gpb.GroupTopicPartition(topic=tp.topic, partition=tp.partition)
+                                                for tp in tps]))
+        if response.error_code:
+            raise GroupError(response.error_code, response.error_message)
+        return {TopicPartition(o.topic, o.partition): (o.offset if o.offset >= 0 else None) for o in response.offsets}
+
+    # ------------------------------------------------------------------------------------------ membership
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assignment)
+
+    def _ensure_member(self, deadline: float) -> None:
+        """Join (or rejoin after a rebalance) before fetching; revocation happens here, on the caller's thread."""
+        if self._joined and not self._rejoin.is_set():
+            return
+        cooperative = self.assignor == "cooperative-sticky"
+        if self._joined and not cooperative:
+            self._revoke(list(self._assignment))  # eager: give everything back before rejoining
+        if self._fenced:
+            self._revoke(list(self._assignment))
+        while not self._closed:
+            self._rejoin.clear()
+            self._joining = True
+            try:
+                response = self._join()
+            finally:
+                self._joining = False
+            code = response.error_code
+            if code == NONE:
+                break
+            if code == UNKNOWN_MEMBER_ID:
+                self.member_id = ""
+            elif code == ILLEGAL_GENERATION or code == REBALANCE_IN_PROGRESS:
+                self.member_id = response.member_id or self.member_id
+            elif code == FENCED_INSTANCE_ID:
+                raise GroupError(code, f"another member uses group.instance.id {self.group_instance_id!r}")
+            elif code not in _RETRY_COORDINATOR:
+                raise GroupError(code, response.error_message or f"joining group {self.group_id} failed")
+            time.sleep(self.retry_backoff)
+        self.member_id = response.member_id
+        self.generation_id = response.generation_id
+        new = sorted(TopicPartition(tp.topic, tp.partition) for tp in response.assignment)
+        revoked = [tp for tp in self._assignment if tp not in new]
+        if revoked:
+            self._revoke(revoked)
+        added = [tp for tp in new if tp not in self._assignment]
+        self._assignment = new
+        self._joined = True
+        self._fenced = False
+        self._start_heartbeat()
+        self._consumer.assign(new)
+        if added:
+            committed = self._fetch_committed(added)
+            for tp in added:
+                offset = committed.get(tp)
+                if offset is not None:
+                    self._consumer.seek(tp, offset)
+                    self._committed[tp] = offset
+                    self._processed[tp] = offset
+                    self._delivered[tp] = offset
+        if self.on_assign is not None:
+            self.on_assign(list(added))  # eager: everything was revoked, so this is the whole assignment
+        log.info("member %s of %s: generation %d, assigned %s", self.member_id, self.group_id,
+                 self.generation_id, ", ".join(map(str, new)) or "nothing")
+
+    def _join(self):
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        request = gpb.GroupJoinRequest(
+            group_id=self.group_id, member_id=self.member_id, topics=self.topics, assignor=self.assignor,
+            session_timeout_ms=self.session_timeout_ms, rebalance_timeout_ms=self.rebalance_timeout_ms,
+            client_id=self.client_id, generation_id=self.generation_id,
+            owned_partitions=[gpb.GroupTopicPartition(topic=tp.topic, partition=tp.partition)
+                              for tp in self._assignment])
+        if self.group_instance_id is not None:
+            request.group_instance_id = self.group_instance_id
+        timeout = self.rebalance_timeout_ms / 1000 + self.request_timeout
+        while True:
+            try:
+                return self._group.call("GroupJoin", request, timeout=timeout)
+            except (BrokerUnavailableError, RequestTimedOutError) as exc:
+                if self._closed:
+                    raise
+                log.info("joining %s: %s; retrying", self.group_id, exc)
+                time.sleep(max(self.retry_backoff, 0.2))
+            except TidelogError as exc:
+                if exc.error_name != "COORDINATOR_NOT_AVAILABLE":
+                    raise
+                time.sleep(max(self.retry_backoff, 0.2))
+
+    def _fetch_committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            try:
+                return self.committed(tps)
+            except GroupError as exc:
+                if exc.code not in _RETRY_COORDINATOR or time.monotonic() > deadline:
+                    raise
+            except (BrokerUnavailableError, RequestTimedOutError):
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(self.retry_backoff)
+
+    def _revoke(self, partitions: list[TopicPartition]) -> None:
+        """Commit what was processed of `partitions` (auto-commit), tell the application, stop reading them."""
+        if not partitions:
+            return
+        self._mark_processed()
+        if self.enable_auto_commit and not self._fenced:
+            self._commit({tp: o for tp, o in self._processed.items() if tp in partitions}, raise_errors=False)
+        if self.on_revoke is not None:
+            self.on_revoke(list(partitions))
+        keep = [tp for tp in self._assignment if tp not in partitions]
+        self._assignment = keep
+        self._consumer.assign(keep)
+        for tp in partitions:
+            self._delivered.pop(tp, None)
+            self._processed.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._pending_delivery.pop(tp, None)
+
+    # ------------------------------------------------------------------------------------------ heartbeats
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat_task is not None and not self._heartbeat_task.done():
+            return
+        loop_thread = self._group.loop_thread
+
+        async def start() -> None:
+            self._heartbeat_stop = asyncio.Event()
+
+        loop_thread.run(start(), 5)
+        self._heartbeat_task = loop_thread.submit(self._heartbeat_loop())
+
+    async def _heartbeat_loop(self) -> None:
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        stop = self._heartbeat_stop
+        while not self._closed:
+            try:
+                await asyncio.wait_for(stop.wait(), self.heartbeat_interval)
+                return
+            except TimeoutError:
+                pass
+            if self._joining:
+                continue  # the caller's thread is rejoining: the join keeps the session alive meanwhile
+            generation = self.generation_id
+            request = gpb.GroupHeartbeatRequest(group_id=self.group_id, member_id=self.member_id,
+                                                generation_id=generation)
+            if self.group_instance_id is not None:
+                request.group_instance_id = self.group_instance_id
+            try:
+                response = await self._group.acall("GroupHeartbeat", request,
+                                                   timeout=max(1.0, self.session_timeout_ms / 1000))
+            except TidelogError as exc:
+                log.debug("heartbeat of %s failed: %s", self.group_id, exc)
+                continue
+            code = response.error_code
+            if self._joining or generation != self.generation_id:
+                continue  # answered for a generation that is over
+            if code == REBALANCE_IN_PROGRESS:
+                self._rejoin.set()
+            elif code in _FENCED or code == FENCED_INSTANCE_ID:
+                self._fenced = True
+                if code == UNKNOWN_MEMBER_ID:
+                    self.member_id = ""
+                self._rejoin.set()
+
+    def _stop_heartbeat(self) -> None:
+        task, self._heartbeat_task = self._heartbeat_task, None
+        if task is None:
+            return
+        stop = self._heartbeat_stop
+        if stop is not None:
+            self._group.loop_thread.call_soon(stop.set)
+        try:
+            task.result(5)
+        except Exception:
+            task.cancel()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TidelogError("the group consumer is closed")
+
+    def close(self, *, leave: bool = True) -> None:
+        """Commit what was processed (auto-commit), revoke, leave the group and close the connections.
+        leave=False closes like a crash: no commit, no leave; the group notices after the session timeout."""
+        if self._closed:
+            return
+        try:
+            if self._joined and leave:
+                self._mark_processed()
+                if self.enable_auto_commit and not self._fenced:
+                    self._commit(dict(self._processed), raise_errors=False)
+                if self.on_revoke is not None and self._assignment:
+                    self.on_revoke(list(self._assignment))
+                self._closed = True
+                self._stop_heartbeat()
+                self._leave()
+        finally:
+            self._closed = True
+            self._stop_heartbeat()
+            self._consumer.close()
+            self._group.close()
+
+    def _leave(self) -> None:
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        if self.group_instance_id is not None:
+            return  # a static member keeps its partitions until its session times out (restart without rebalance)
+        try:
+            self._group.call("GroupLeave", gpb.GroupLeaveRequest(group_id=self.group_id, member_id=self.member_id),
+                             timeout=5)
+        except TidelogError as exc:
+            log.info("leaving %s: %s", self.group_id, exc)
+
+    def __enter__(self) -> "GroupConsumer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------- admin
+
+class GroupAdmin:
+    """Group administration over gRPC: list, describe (with lag), reset offsets, delete."""
+
+    def __init__(self, bootstrap: str | None = None, *, request_timeout_ms: int = 30_000) -> None:
+        self._group = _GroupConnection(bootstrap, request_timeout_ms)
+
+    def _call(self, name: str, request):
+        response = self._group.call(name, request)
+        if response.error_code:
+            raise GroupError(response.error_code, response.error_message or _error_name(response.error_code))
+        return response
+
+    def list_groups(self, states: Iterable[str] = ()) -> list[tuple[str, str, str]]:
+        """[(group id, protocol type, state)], sorted by group id."""
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        response = self._call("GroupList", gpb.GroupListRequest(states=list(states)))
+        return sorted((g.group_id, g.protocol_type, g.state) for g in response.groups)
+
+    def describe_group(self, group_id: str):
+        """The GroupDescribeResponse: state, members with their partitions, and per partition the committed
+        offset, log end offset, lag and owner."""
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        return self._call("GroupDescribe", gpb.GroupDescribeRequest(group_id=group_id))
+
+    def committed(self, group_id: str) -> dict[TopicPartition, int]:
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        response = self._call("GroupFetchOffsets", gpb.GroupFetchOffsetsRequest(group_id=group_id))
+        return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets if o.offset >= 0}
+
+    def reset_offsets(self, group_id: str, topic: str, *, to_earliest: bool = False, to_latest: bool = False,
+                      to_offset: int | None = None, to_timestamp_ms: int | None = None, shift_by: int | None = None,
+                      partitions: Iterable[int] = (), execute: bool = False):
+        """Plan (and with execute=True apply) new committed offsets for an inactive group.
+        -> [(topic, partition, old offset or -1, new offset)]."""
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        chosen = [name for name, value in (("to_earliest", to_earliest or None), ("to_latest", to_latest or None),
+                                           ("to_offset", to_offset), ("to_timestamp_ms", to_timestamp_ms),
+                                           ("shift_by", shift_by)) if value is not None]
+        if len(chosen) != 1:
+            raise ValueError("give exactly one of to_earliest, to_latest, to_offset, to_timestamp_ms, shift_by")
+        request = gpb.GroupResetOffsetsRequest(group_id=group_id, topic=topic, partitions=list(partitions),
+                                               execute=execute)
+        value = {"to_earliest": True, "to_latest": True, "to_offset": to_offset, "to_timestamp_ms": to_timestamp_ms,
+                 "shift_by": shift_by}[chosen[0]]
+        setattr(request, chosen[0], value)
+        response = self._call("GroupResetOffsets", request)
+        return [(c.topic, c.partition, c.old_offset, c.new_offset) for c in response.changes]
+
+    def delete_group(self, group_id: str) -> None:
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        self._call("GroupDelete", gpb.GroupDeleteRequest(group_id=group_id))
+
+    def close(self) -> None:
+        self._group.close()
+
+    def __enter__(self) -> "GroupAdmin":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def add_group_commands(commands, client) -> None:
+    """`tidelog group list | describe GROUP | reset-offsets GROUP ... | delete GROUP` (registered by tidelog.cli)."""
+    from tidelog.cli import _Parser, _timestamp_arg
+
+    p = commands.add_parser("group", help="list, describe, reset offsets of, delete consumer groups",
+                            description="Consumer group administration (over gRPC).")
+    sub = p.add_subparsers(dest="group_command", metavar="ACTION", parser_class=_Parser)
+    sub.required = True
+
+    lst = sub.add_parser("list", parents=[client], help="list groups",
+                         description="List consumer groups: GROUP STATE PROTOCOL-TYPE.")
+    lst.add_argument("--state", action="append", default=[], metavar="STATE",
+                     help="only groups in this state (repeatable), e.g. Stable, Empty")
+    lst.add_argument("--json", action="store_true", help="JSON output")
+    lst.set_defaults(func=_cmd_group_list)
+
+    d = sub.add_parser("describe", parents=[client], help="members, committed offsets and lag per partition",
+                       description="Describe a group: per partition TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET "
+                                   "LAG CONSUMER-ID HOST CLIENT-ID.")
+    d.add_argument("group")
+    d.add_argument("--json", action="store_true", help="JSON output")
+    d.set_defaults(func=_cmd_group_describe)
+
+    r = sub.add_parser("reset-offsets", parents=[client], help="move an inactive group's committed offsets",
+                       description="Compute (and with --execute commit) new offsets for an inactive group. "
+                                   "Without --execute this is a dry run.")
+    r.add_argument("group")
+    r.add_argument("--topic", required=True, help="the topic whose offsets move")
+    r.add_argument("--partition", type=int, action="append", default=[], metavar="N",
+                   help="only this partition (repeatable; default all)")
+    target = r.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-earliest", action="store_true", help="the log start offset")
+    target.add_argument("--to-latest", action="store_true", help="the log end offset")
+    target.add_argument("--to-offset", type=int, metavar="N", help="offset N (clamped to the log)")
+    target.add_argument("--to-datetime", type=_timestamp_arg, metavar="ISO8601",
+                        help="the first record at or after this time (naive times are UTC)")
+    target.add_argument("--shift-by", type=int, metavar="N", help="move by N (negative: back), clamped")
+    r.add_argument("--execute", action="store_true", help="apply the plan (default: only print it)")
+    r.set_defaults(func=_cmd_group_reset)
+
+    rm = sub.add_parser("delete", parents=[client], help="delete an empty group and its offsets",
+                        description="Delete a group (it must have no members) and its committed offsets.")
+    rm.add_argument("group")
+    rm.set_defaults(func=_cmd_group_delete)
+
+
+def _group_admin(args) -> GroupAdmin:
+    from tidelog.cli import CliError
+
+    try:
+        return GroupAdmin(args.bootstrap, request_timeout_ms=int(args.timeout * 1000))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _cmd_group_list(args) -> int:
+    import json
+
+    with _group_admin(args) as admin:
+        groups = admin.list_groups(args.state)
+    if args.json:
+        print(json.dumps([{"group": g, "protocol_type": t, "state": s} for g, t, s in groups], indent=2))
+    elif groups:
+        print(_table([["GROUP", "STATE", "PROTOCOL-TYPE"]] + [[g, s, t or "-"] for g, t, s in groups]))
+    return 0
+
+
+def _cmd_group_describe(args) -> int:
+    import json
+
+    from tidelog.cli import CliError
+
+    with _group_admin(args) as admin:
+        d = admin.describe_group(args.group)
+    if d.state == "Dead" or (d.state == "Empty" and not d.members and not d.partitions):
+        raise CliError(f"consumer group {args.group!r} does not exist")
+    if args.json:
+        print(json.dumps({
+            "group": d.group_id, "state": d.state, "protocol_type": d.protocol_type, "protocol": d.protocol,
+            "generation": d.generation_id, "coordinator": d.coordinator_id,
+            "members": [{"member_id": m.member_id, "group_instance_id": m.group_instance_id or None,
+                         "client_id": m.client_id, "host": m.client_host,
+                         "assignment": [[tp.topic, tp.partition] for tp in m.assignment]} for m in d.members],
+            "partitions": [{"topic": p.topic, "partition": p.partition,
+                            "current_offset": p.current_offset if p.current_offset >= 0 else None,
+                            "log_end_offset": p.log_end_offset, "lag": p.lag if p.lag >= 0 else None,
+                            "consumer_id": p.member_id or None, "host": p.client_host or None,
+                            "client_id": p.client_id or None} for p in d.partitions]}, indent=2))
+        return 0
+    print(f"Group {d.group_id}: state {d.state}, {len(d.members)} member(s), protocol {d.protocol or '-'}, "
+          f"generation {d.generation_id}, coordinator {d.coordinator_id}")
+    rows = [["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST",
+             "CLIENT-ID"]]
+    for p in d.partitions:
+        rows.append([d.group_id, p.topic, str(p.partition), str(p.current_offset) if p.current_offset >= 0 else "-",
+                     str(p.log_end_offset) if p.log_end_offset >= 0 else "-", str(p.lag) if p.lag >= 0 else "-",
+                     p.member_id or "-", p.client_host or "-", p.client_id or "-"])
+    if len(rows) > 1:
+        print(_table(rows))
+    return 0
+
+
+def _cmd_group_reset(args) -> int:
+    import sys
+
+    with _group_admin(args) as admin:
+        changes = admin.reset_offsets(
+            args.group, args.topic, to_earliest=args.to_earliest, to_latest=args.to_latest,
+            to_offset=args.to_offset, to_timestamp_ms=args.to_datetime, shift_by=args.shift_by,
+            partitions=args.partition, execute=args.execute)
+    rows = [["GROUP", "TOPIC", "PARTITION", "OLD-OFFSET", "NEW-OFFSET"]]
+    rows += [[args.group, t, str(p), str(old) if old >= 0 else "-", str(new)] for t, p, old, new in changes]
+    print(_table(rows))
+    if args.execute:
+        print(f"reset {len(changes)} partition(s) of group {args.group}", file=sys.stderr)
+    else:
+        print("dry run: nothing changed (add --execute to apply)", file=sys.stderr)
+    return 0
+
+
+def _cmd_group_delete(args) -> int:
+    with _group_admin(args) as admin:
+        admin.delete_group(args.group)
+    print(f"deleted group {args.group}")
+    return 0
+
+
+__all__ = ["GroupConsumer", "GroupAdmin", "GroupError", "CommitFailedError", "ASSIGNORS", "add_group_commands"]
