@@ -1,7 +1,8 @@
 """The `tidelog` command: run a broker (`serve`) and talk to one (`topic`, `produce`, `consume`).
 
 Every failure prints one line, `tidelog: error: <reason>`, to stderr and exits non-zero (2 for bad usage,
-1 otherwise). Client commands take `--bootstrap HOST:PORT` (default $TIDELOG_BOOTSTRAP, else 127.0.0.1:7070).
+1 otherwise). Client commands take `--bootstrap HOST:PORT` (default $TIDELOG_BOOTSTRAP, else the cluster that
+`tidelog cluster up` started in ./data, else 127.0.0.1:7070).
 Later subcommands (cluster, group, partition, dlq) plug in through COMMANDS below.
 """
 
@@ -115,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     client = _Parser(add_help=False)
     client.add_argument("--bootstrap", metavar="HOST:PORT",
                         help="broker address, or several comma-separated (any broker of a cluster will do; "
-                             "default: $TIDELOG_BOOTSTRAP, else 127.0.0.1:7070)")
+                             "default: $TIDELOG_BOOTSTRAP, else the cluster in ./data/cluster.json, "
+                             "else 127.0.0.1:7070)")
     client.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="request timeout (default 30)")
 
@@ -165,6 +167,8 @@ def _add_topic(commands, client) -> None:
     c = sub.add_parser("create", parents=[client], help="create a topic", description="Create a topic.")
     c.add_argument("name")
     c.add_argument("--partitions", type=_positive, default=0, metavar="N", help="default: the broker's default")
+    c.add_argument("--replication-factor", type=_positive, default=0, metavar="N",
+                   help="replicas per partition (default: the cluster's default, 3 on a 3-node cluster)")
     c.add_argument("--config", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="topic config override, Kafka names (repeatable), e.g. retention.ms=86400000")
     c.add_argument("--if-not-exists", action="store_true", help="succeed if the topic exists")
@@ -349,7 +353,8 @@ def cmd_topic_create(args) -> int:
 
     with _admin(args) as admin:
         try:
-            info = admin.create_topic(args.name, args.partitions, dict(args.config))
+            info = admin.create_topic(args.name, args.partitions, dict(args.config),
+                                      replication_factor=args.replication_factor)
         except TopicAlreadyExistsError:
             if args.if_not_exists:
                 return 0
@@ -548,9 +553,22 @@ def cmd_consume(args) -> int:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _local_cluster_bootstrap(data_dir: Path = Path("data")) -> str | None:
+    """The gRPC endpoints of a cluster started by `tidelog cluster up` in this folder (its default data dir),
+    so client commands work right after the README's first command without --bootstrap."""
+    try:
+        doc = json.loads((data_dir / "cluster.json").read_text())
+        endpoints = [f"{n['host']}:{n['grpc_port']}" for n in doc["nodes"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return ",".join(endpoints) or None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "bootstrap", "") is None and not os.environ.get("TIDELOG_BOOTSTRAP"):
+        args.bootstrap = _local_cluster_bootstrap()
     from tidelog.errors import TidelogError
 
     try:

@@ -123,3 +123,15 @@ def test_metrics_endpoint_of_the_served_broker(server):
     assert server.metrics_url
     body = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
     assert "tidelog_partitions" in body and "tidelog_request_latency_seconds" in body
+
+
+def test_client_commands_find_the_cluster_started_in_data(server, tmp_path):
+    """After `tidelog cluster up` (data in ./data), client commands need no --bootstrap."""
+    ok(server, "topic", "create", "found-by-cluster-json", "--partitions", "1")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cluster.json").write_text(
+        '{"version": 1, "nodes": [{"node_id": 1, "host": "127.0.0.1", "grpc_port": %d}]}' % server.port)
+    result = subprocess.run(cli_command("topic", "list"), capture_output=True, text=True, timeout=60,
+                            env=child_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "found-by-cluster-json" in result.stdout
