@@ -140,6 +140,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.CreateTopicResponse(topic=_topic_description(info))
 
     @_handler
+    async def CreatePartitions(self, request, context):
+        await self._broker.create_partitions(request.topic, request.count, validate_only=request.validate_only)
+        return pb.CreatePartitionsResponse(topic=_topic_description(self._broker.describe_topic(request.topic)))
+
+    @_handler
     async def DeleteTopic(self, request, context):
         await self._broker.delete_topic(request.name)
         return pb.DeleteTopicResponse()

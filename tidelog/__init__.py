@@ -1,4 +1,5 @@
-"""tidelog: a Kafka-compatible, Raft-replicated log. Public Python API: Producer, Consumer, Admin."""
+"""tidelog: a Kafka-compatible, Raft-replicated log. Public Python API: Producer, Consumer, Admin,
+GroupConsumer (a consumer-group member), GroupAdmin, DeadLetterQueue."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ __all__ = [
     "Admin",
     "Consumer",
     "ConsumerRecord",
+    "DeadLetterQueue",
     "EmbeddedBroker",
+    "GroupAdmin",
+    "GroupConsumer",
     "Producer",
     "RecordMetadata",
     "TopicPartition",
@@ -24,6 +28,9 @@ _LAZY = {
     "ConsumerRecord": "tidelog.records",
     "TopicPartition": "tidelog.records",
     "EmbeddedBroker": "tidelog.embedded",
+    "GroupConsumer": "tidelog.group_consumer",
+    "GroupAdmin": "tidelog.group_consumer",
+    "DeadLetterQueue": "tidelog.dlq",
     "Producer": "tidelog.producer",
     "RecordMetadata": "tidelog.producer",
     "TidelogError": "tidelog.errors",
@@ -44,7 +51,9 @@ def __getattr__(name: str):
 if TYPE_CHECKING:  # pragma: no cover
     from tidelog.admin import Admin
     from tidelog.consumer import Consumer
+    from tidelog.dlq import DeadLetterQueue
     from tidelog.embedded import EmbeddedBroker
+    from tidelog.group_consumer import GroupAdmin, GroupConsumer
     from tidelog.errors import TidelogError
     from tidelog.producer import Producer, RecordMetadata
     from tidelog.records import ConsumerRecord, TopicPartition

@@ -45,6 +45,7 @@ class ClusterClient:
         self._last_refresh = 0.0
         self._stale = True
         self._closed = False
+        self._background: asyncio.Task | None = None
         self.controller_id = -1
         self.cluster_id = ""
 
@@ -68,6 +69,10 @@ class ClusterClient:
                     return boot
         return addr
 
+    def broker_addresses(self) -> list[str]:
+        """The gRPC address of every broker learnt (sorted), else the bootstrap list."""
+        return sorted(set(self._brokers.values())) or list(self.bootstrap)
+
     def _candidates(self) -> list[str]:
         out = [self._preferred]
         for addr in self.bootstrap + sorted(set(self._brokers.values())):
@@ -78,7 +83,31 @@ class ClusterClient:
     # -- metadata (loop thread) ------------------------------------------------------------------------
 
     def invalidate(self) -> None:
+        """The metadata may be wrong (a request failed): refresh it soon, in the background. Routing callers
+        that never ask for a refresh themselves while the leader they know is still listed (the producer's
+        sender, after a connection failure) would otherwise keep dialing a broker that is gone."""
         self._stale = True
+        if self._closed:
+            return
+        if self.loop_thread.in_loop_thread:
+            self._refresh_in_background()
+        else:
+            self.loop_thread.call_soon(self._refresh_in_background)
+
+    def _refresh_in_background(self) -> None:
+        if self._closed or self._refreshing is not None or \
+                (self._background is not None and not self._background.done()):
+            return
+
+        async def refresh() -> None:
+            try:
+                await asyncio.sleep(0)
+                if not self._closed:
+                    await self.refresh()
+            except Exception:  # pragma: no cover - the next caller refreshes again
+                pass
+
+        self._background = self.loop_thread.loop.create_task(refresh())
 
     def learn_leader(self, topic: str, partition: int, leader_id: int) -> None:
         if leader_id is not None and leader_id >= 0 and leader_id in self._brokers:

@@ -136,6 +136,12 @@ class Admin:
     def delete_topic(self, name: str) -> None:
         self._call(lambda c: c.admin.DeleteTopic, pb.DeleteTopicRequest(name=name))
 
+    def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> TopicDescription:
+        """Grow topic `name` to `count` partitions (Kafka's CreatePartitions: existing records stay where they
+        are, so keys hash to other partitions from now on)."""
+        request = pb.CreatePartitionsRequest(topic=name, count=count, validate_only=validate_only)
+        return _description(self._call(lambda c: c.admin.CreatePartitions, request).topic)
+
     def list_topics(self) -> dict[str, int]:
         """Topic name -> partition count."""
         response = self._call(lambda c: c.admin.ListTopics, pb.ListTopicsRequest())

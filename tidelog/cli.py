@@ -154,12 +154,15 @@ def _add_serve(commands, client) -> None:
     p.add_argument("--rack", metavar="RACK", help="rack of this broker (replicas are spread across racks)")
     p.add_argument("--default-replication-factor", type=_positive, metavar="N",
                    help="replicas of new topics (default 3, capped by the number of brokers)")
+    p.add_argument("--group-config", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="group coordinator setting, Kafka's broker names (repeatable), e.g. "
+                        "group.initial.rebalance.delay.ms=0 or offsets.topic.num.partitions=50")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     p.set_defaults(func=cmd_serve)
 
 
 def _add_topic(commands, client) -> None:
-    p = commands.add_parser("topic", help="create, list, describe, delete topics; alter their configs",
+    p = commands.add_parser("topic", help="create, list, describe, delete topics; add partitions; alter configs",
                             description="Topic administration.")
     sub = p.add_subparsers(dest="topic_command", metavar="ACTION", parser_class=_Parser)
     sub.required = True
@@ -188,6 +191,13 @@ def _add_topic(commands, client) -> None:
     rm.add_argument("name")
     rm.add_argument("--if-exists", action="store_true", help="succeed if the topic does not exist")
     rm.set_defaults(func=cmd_topic_delete)
+
+    ap = sub.add_parser("add-partitions", parents=[client], help="grow a topic to N partitions",
+                        description="Grow a topic to N partitions in total (the count only grows; records "
+                                    "already written stay where they are, new keys may hash elsewhere).")
+    ap.add_argument("name")
+    ap.add_argument("--count", type=_positive, required=True, metavar="N", help="the new total number of partitions")
+    ap.set_defaults(func=cmd_topic_add_partitions)
 
     a = sub.add_parser("alter-config", parents=[client], help="set or delete per-topic config overrides",
                        description="Set or delete per-topic config overrides (Kafka names).")
@@ -295,6 +305,7 @@ def cmd_serve(args) -> int:
         "controller_voters": args.controller_voters,
         "rack": args.rack,
         "default_replication_factor": args.default_replication_factor,
+        "group_configs": dict(args.group_config) if args.group_config else None,
     }
     try:
         settings = resolve(flags, config_file=args.config)
@@ -410,6 +421,13 @@ def cmd_topic_delete(args) -> int:
                 return 0
             raise
     print(f"deleted topic {args.name}")
+    return 0
+
+
+def cmd_topic_add_partitions(args) -> int:
+    with _admin(args) as admin:
+        info = admin.create_partitions(args.name, args.count)
+    print(f"topic {info.name} now has {len(info.partitions)} partition(s)")
     return 0
 
 

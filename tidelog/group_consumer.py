@@ -43,6 +43,7 @@ UNKNOWN_MEMBER_ID = 25
 REBALANCE_IN_PROGRESS = 27
 FENCED_INSTANCE_ID = 82
 _RETRY_COORDINATOR = {COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR}
+_FIND_TIMEOUT_S = 5.0
 _FENCED = {ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID}
 _EAGER = ("range", "roundrobin", "sticky")
 ASSIGNORS = (*_EAGER, "cooperative-sticky")
@@ -78,32 +79,168 @@ class CommitFailedError(GroupError):
 
 
 class _GroupConnection:
-    """The GroupService stub on a `tidelog._transport.Connection`'s channel."""
+    """GroupService calls, each routed to its group's coordinator.
 
-    def __init__(self, bootstrap: str | None, request_timeout_ms: int) -> None:
-        from tidelog._transport import Connection
+    In a cluster every group has one coordinator: the broker leading the group's `__consumer_offsets`
+    partition. It is found with FindCoordinator on any broker (the bootstrap list first, then every broker
+    learnt with DescribeCluster) and remembered per group. NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE answers
+    and lost connections forget it and the call is sent again after a fresh lookup; COORDINATOR_LOAD_IN_PROGRESS
+    is retried on the same broker; all of it until the call's timeout (then the last answer is returned, or
+    BrokerUnavailableError raised). Every RPC runs on the client loop (tidelog._transport.client_loop)."""
 
-        self.conn = Connection(bootstrap, request_timeout_ms=request_timeout_ms)
-        self.loop_thread = self.conn.loop_thread
-        self.loop_thread.run(self._open())
+    def __init__(self, bootstrap: str | None, request_timeout_ms: int, retry_backoff_ms: int = 100) -> None:
+        from tidelog._cluster import ClusterClient
 
-    async def _open(self) -> None:
-        from proto.rpc import groups_v1_pb2_grpc as gpb_grpc
-
-        self.stub = gpb_grpc.GroupServiceStub(self.conn.channel)
-
-    def call(self, name: str, request, timeout: float | None = None):
-        return self.conn.call(getattr(self.stub, name), request, timeout=timeout)
-
-    async def acall(self, name: str, request, timeout: float | None = None):
-        return await self.conn.acall(getattr(self.stub, name), request, timeout=timeout)
+        self.cluster = ClusterClient(bootstrap, request_timeout_ms=request_timeout_ms)
+        self.loop_thread = self.cluster.loop_thread
+        self.request_timeout = request_timeout_ms / 1000
+        self.retry_backoff = max(0.01, retry_backoff_ms / 1000)
+        self._coordinators: dict[str, str] = {}  # group id -> the coordinator's gRPC address
+        self._stubs: dict[str, object] = {}
+        self._learnt = False
+        self._closed = False
 
     @property
     def target(self) -> str:
-        return self.conn.target
+        return self.cluster.target
+
+    def coordinator(self, group_id: str) -> str | None:
+        """The address last found for `group_id`'s coordinator (None: unknown)."""
+        return self._coordinators.get(group_id)
+
+    def _stub(self, address: str):
+        from proto.rpc import groups_v1_pb2_grpc as gpb_grpc
+
+        stub = self._stubs.get(address)
+        if stub is None:
+            stub = self._stubs[address] = gpb_grpc.GroupServiceStub(self.cluster.connection(address).channel)
+        return stub
+
+    def _forget(self, group_id: str, address: str) -> None:
+        if self._coordinators.get(group_id) == address:
+            del self._coordinators[group_id]
+
+    async def _learn_brokers(self) -> None:
+        """DescribeCluster once, so that lookups can go to any broker, not just the bootstrap ones."""
+        if self._learnt:
+            return
+        self._learnt = True
+        try:
+            await self.cluster.refresh(force=True)
+        except Exception as exc:  # pragma: no cover - the bootstrap list is still there
+            log.debug("learning the brokers failed: %s", exc)
+
+    async def _find(self, group_id: str, timeout: float) -> tuple[str | None, str]:
+        """(the coordinator's address or None, why not)."""
+        from proto.rpc import groups_v1_pb2 as gpb
+
+        await self._learn_brokers()
+        try:
+            response = await self.cluster.acall_any(lambda conn: self._stub(conn.target).FindCoordinator,
+                                                    gpb.FindCoordinatorRequest(group_id=group_id),
+                                                    timeout=max(0.05, min(timeout, _FIND_TIMEOUT_S)))
+        except TidelogError as exc:
+            if str(exc).startswith("UNIMPLEMENTED"):  # a broker without FindCoordinator coordinates alone
+                return self.cluster.target, ""
+            self.cluster.invalidate()
+            return None, str(exc)
+        if response.error_code:
+            return None, response.error_message or _error_name(response.error_code)
+        if response.host and response.grpc_port > 0:
+            host = f"[{response.host}]" if ":" in response.host else response.host
+            address = f"{host}:{response.grpc_port}"
+        else:
+            address = self.cluster.target  # "the broker that answered" (acall_any just set it)
+        self._coordinators[group_id] = address
+        return address, ""
+
+    async def acall(self, name: str, request, timeout: float | None = None):
+        """GroupService.`name`(request) on the coordinator of `request.group_id`, from the client loop."""
+        if name == "GroupList":
+            return await self._list_everywhere(request, timeout)
+        from grpc import aio as grpc_aio
+
+        timeout = self.request_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        group_id = request.group_id
+        last_response = None
+        why = ""
+        while not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            address = self._coordinators.get(group_id)
+            if address is None:
+                address, why = await self._find(group_id, remaining)
+            if address is not None:
+                try:
+                    response = await getattr(self._stub(address), name)(request, timeout=max(0.05, remaining))
+                except grpc_aio.AioRpcError as exc:
+                    from tidelog._transport import rpc_error
+
+                    error = rpc_error(exc, address)
+                    if not isinstance(error, (BrokerUnavailableError, RequestTimedOutError)) and \
+                            error.error_name != "COORDINATOR_NOT_AVAILABLE":
+                        raise error from None
+                    self._forget(group_id, address)
+                    self.cluster.invalidate()
+                    why = str(error)
+                else:
+                    code = response.error_code
+                    if code not in _RETRY_COORDINATOR:
+                        return response
+                    if code != COORDINATOR_LOAD_IN_PROGRESS:  # moved: look it up again
+                        self._forget(group_id, address)
+                    last_response = response
+                    why = response.error_message or _error_name(code)
+            await asyncio.sleep(max(0.0, min(self.retry_backoff, deadline - time.monotonic())))
+        if last_response is not None:
+            return last_response
+        raise BrokerUnavailableError(f"no coordinator of group {group_id!r} answered {name} within {timeout:g}s"
+                                     + (f" ({why})" if why else ""))
+
+    async def _list_everywhere(self, request, timeout: float | None):
+        """GroupList of every broker, merged (each lists the groups it coordinates)."""
+        timeout = self.request_timeout if timeout is None else timeout
+        try:
+            await self.cluster.refresh(force=True)
+        except Exception:  # pragma: no cover
+            pass
+        addresses = self.cluster.broker_addresses() or [self.cluster.target]
+        answers = await asyncio.gather(*(self._stub(a).GroupList(request, timeout=timeout) for a in addresses),
+                                       return_exceptions=True)
+        good = [a for a in answers if not isinstance(a, BaseException) and not a.error_code]
+        if not good:
+            for a in answers:
+                if not isinstance(a, BaseException):
+                    return a
+            from tidelog._transport import rpc_error
+
+            from grpc import aio as grpc_aio
+
+            first = answers[0]
+            if isinstance(first, grpc_aio.AioRpcError):
+                raise rpc_error(first, addresses[0]) from None
+            raise BrokerUnavailableError(f"no broker answered GroupList: {first}")
+        merged = type(good[0])()
+        seen: set[str] = set()
+        for a in good:
+            for g in a.groups:
+                if g.group_id not in seen:
+                    seen.add(g.group_id)
+                    merged.groups.append(g)
+        return merged
+
+    def call(self, name: str, request, timeout: float | None = None):
+        """The same from a caller thread."""
+        if self._closed:
+            raise TidelogError("the client is closed")
+        timeout = self.request_timeout if timeout is None else timeout
+        return self.loop_thread.run(self.acall(name, request, timeout), timeout + 10)
 
     def close(self) -> None:
-        self.conn.close()
+        self._closed = True
+        self.cluster.close()
 
 
 class GroupConsumer:
@@ -171,7 +308,7 @@ class GroupConsumer:
         self._heartbeat_task: asyncio.Future | None = None
         self._heartbeat_stop: asyncio.Event | None = None
         self._closed = False
-        self._group = _GroupConnection(bootstrap, request_timeout_ms)
+        self._group = _GroupConnection(bootstrap, request_timeout_ms, retry_backoff_ms)
         from tidelog.consumer import Consumer
 
         try:

@@ -1,8 +1,10 @@
-"""One tidelog node: the broker core, its cluster runtime (Raft host, controller, replicated partitions), its
-front doors (gRPC, Kafka) and the Prometheus /metrics endpoint.
+"""One tidelog node: the broker core, its cluster runtime (Raft host, controller, replicated partitions), the
+group coordinator, its front doors (gRPC, Kafka) and the Prometheus /metrics endpoint.
 
 Every node is a cluster node: without --peers it is a one-node cluster (every partition a one-voter Raft
-group), so a single broker and a cluster run the same code."""
+group), so a single broker and a cluster run the same code. The group coordinator follows the Raft leadership
+of the `__consumer_offsets` partitions (replication factor min(3, brokers), compacted, created on first use):
+this broker coordinates the groups of the partitions it leads, loading each from its log on becoming leader."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class Node:
         self.settings = settings
         self.runtime = None
         self.broker = None
+        self.groups = None  # cluster.groups.GroupCoordinatorService
         self.grpc = None
         self._metrics_server = None
         self.kafka = None
@@ -59,8 +62,12 @@ class Node:
                 raise BrokerError(f"data directory {self.settings.data_dir} belongs to node {self.broker.node_id}, "
                                   f"not node {cluster.node_id} (use that node's own --data-dir)")
             await self.runtime.start(self.broker)
+            await self._start_groups(len(cluster.peers))
             self.grpc = GrpcServer(self.broker, host=self.settings.host, port=self.settings.grpc_port,
                                    runtime=self.runtime)
+            from cluster.groups import add_group_service
+
+            add_group_service(self.grpc, self.groups, endpoint=self._grpc_endpoint)
             self.grpc_port = await self.grpc.start()
             if self.settings.kafka_port is not None:
                 await self._start_kafka()
@@ -70,6 +77,46 @@ class Node:
         except BaseException:
             await self.stop(graceful=False)
             raise
+
+    async def _start_groups(self, cluster_size: int) -> None:
+        from dataclasses import replace
+
+        from cluster.groups import OFFSETS_TOPIC, group_config_from, start_group_coordinator
+        from cluster.kafka.cluster_view import RaftClusterView
+
+        try:
+            config = group_config_from(self.settings.group_configs)
+        except (TypeError, ValueError) as exc:
+            from cluster.broker.errors import InvalidConfigError
+
+            raise InvalidConfigError(f"bad group coordinator setting: {exc}") from None
+        existing = self.runtime.metadata.topics.get(OFFSETS_TOPIC)
+        if existing is not None and len(existing.partitions) != config.num_partitions:
+            # Groups are placed by hashing over the topic's partitions: the topic's count wins.
+            log.warning("%s has %d partitions: using that (offsets.topic.num.partitions=%d ignored)",
+                        OFFSETS_TOPIC, len(existing.partitions), config.num_partitions)
+            config = replace(config, num_partitions=len(existing.partitions))
+        # Every node leads what its Raft groups say (a one-node cluster too: its one-voter groups elect it).
+        self.groups = await start_group_coordinator(
+            self.broker, config=config, cluster=RaftClusterView(self.runtime), lead_all_partitions=False,
+            replication_factor=max(1, min(3, cluster_size)))
+        groups = self.groups
+
+        def on_leadership(topic: str, partition: int, is_leader: bool) -> None:
+            if topic == OFFSETS_TOPIC:
+                groups.on_partition_leadership(partition, is_leader)
+
+        self.runtime.add_leadership_listener(on_leadership)
+
+    def _grpc_endpoint(self, node_id: int) -> tuple[str, int] | None:
+        """(host, gRPC port) of a live broker, for the gRPC FindCoordinator."""
+        runtime = self.runtime
+        if runtime is None:
+            return None
+        reg = runtime.metadata.brokers.get(node_id)
+        if reg is None or reg.grpc_port <= 0 or not runtime.is_alive(node_id):
+            return None
+        return reg.host, reg.grpc_port
 
     async def _start_kafka(self) -> None:
         from cluster.kafka.config import KafkaListenerConfig
@@ -82,7 +129,8 @@ class Node:
         try:
             self.kafka = await start_kafka_listener(self.broker, self.settings.host, self.settings.kafka_port,
                                                     config=config, cluster=RaftClusterView(self.runtime),
-                                                    producer_id_reserve=self.runtime.reserve_producer_ids)
+                                                    producer_id_reserve=self.runtime.reserve_producer_ids,
+                                                    groups=self.groups)
         except OSError as exc:
             raise OSError(f"cannot serve Kafka on {self.settings.host}:{self.settings.kafka_port}: {exc}") from exc
         self.kafka_port = self.kafka.port
@@ -120,6 +168,9 @@ class Node:
         if self._metrics_server is not None:
             server, self._metrics_server = self._metrics_server, None
             await asyncio.to_thread(_shutdown_http, server)
+        if self.groups is not None:
+            await self.groups.close()
+            self.groups = None
         if self.runtime is not None:
             await self.runtime.close(graceful=False)
             self.runtime = None

@@ -34,6 +34,9 @@ class ServerSettings:
     retention_check_interval_ms: int = 30_000
     compaction_interval_ms: int = 15_000
     topic_defaults: dict[str, str] = field(default_factory=dict)  # cluster defaults, Kafka topic-config names
+    # The group coordinator, Kafka's broker setting names: offsets.topic.num.partitions (50; the same on every
+    # broker), group.initial.rebalance.delay.ms (3000), group.min/max.session.timeout.ms, offsets.retention.ms...
+    group_configs: dict[str, str] = field(default_factory=dict)
     # The cluster (docs/cluster-design.md). Without peers the node is a one-node cluster.
     peers: str | None = None  # "1=127.0.0.1:7113,2=127.0.0.1:7123,...": every broker's raft address
     raft_port: int | None = None  # inter-broker port (default: this node's port in peers; 0: any free port)
@@ -126,6 +129,14 @@ def _convert(name: str, value: Any, origin: str) -> Any:
             if not isinstance(value, Mapping):
                 raise ValueError("expected a table of Kafka topic configs")
             return {str(k): str(v) for k, v in value.items()}
+        if name == "group_configs":
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a table of group coordinator settings")
+            out = {str(k): str(v) for k, v in value.items()}
+            from cluster.groups.service import group_config_from
+
+            group_config_from(out)  # unknown names and non-integers: ValueError
+            return out
         if name in _INT_FIELDS:
             if isinstance(value, bool):
                 raise ValueError("expected an integer")
@@ -164,7 +175,7 @@ def load_file(path: Path) -> dict[str, Any]:
 
 def load_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out = {}
-    for name in _FIELD_NAMES - {"topic_defaults"}:
+    for name in _FIELD_NAMES - {"topic_defaults", "group_configs"}:
         key = ENV_PREFIX + name.upper()
         if key in environ:
             out[name] = _convert(name, environ[key], f"environment {key}")
@@ -181,4 +192,6 @@ def resolve(flags: Mapping[str, Any], *, config_file: Path | None = None,
         settings = replace(settings, **load_file(path))
     settings = replace(settings, **load_env(environ))
     given = {k: _convert(k, v, f"option --{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
+    if "group_configs" in given:  # flags add to (and override) the file's table
+        given["group_configs"] = {**settings.group_configs, **given["group_configs"]}
     return replace(settings, **given)

@@ -75,13 +75,14 @@ class ClusterBackend(Protocol):
 
     async def create_topic(self, name: str, partitions: int, configs: dict[str, str], *,
                            replication_factor: int | None = None, assignments: list[list[int]] | None = None,
-                           validate_only: bool = False) -> None: ...
+                           validate_only: bool = False, internal: bool = False) -> None: ...
 
     async def delete_topic(self, name: str) -> None: ...
 
     async def alter_configs(self, name: str, configs: dict[str, str]) -> None: ...
 
-    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None: ...
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False,
+                                assignments: list[list[int]] | None = None) -> None: ...
 
     def placement(self, topic: str, partition: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(replicas, in-sync replicas) of a partition."""
@@ -311,7 +312,8 @@ class Broker:
 
     async def create_topic(self, name: str, partitions: int | None = None, configs: Mapping[str, str] | None = None,
                            *, validate_only: bool = False, replication_factor: int | None = None,
-                           assignments: list[list[int]] | None = None) -> TopicInfo:
+                           assignments: list[list[int]] | None = None, internal: bool = False) -> TopicInfo:
+        """`internal`: a topic of tidelog itself (`__consumer_offsets`), flagged so in Kafka Metadata."""
         with self._timed("create_topic"):
             validate_topic_name(name)
             count = partitions if partitions else self.config.default_partitions
@@ -324,8 +326,9 @@ class Broker:
                 if validate_only:
                     if name in self._topics:
                         raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+                extra = {"internal": True} if internal else {}
                 await self._cluster.create_topic(name, count, overrides, replication_factor=replication_factor,
-                                                 assignments=assignments, validate_only=validate_only)
+                                                 assignments=assignments, validate_only=validate_only, **extra)
                 if validate_only:
                     return TopicInfo(name, "", count, [], self._config_values(overrides, config))
                 log.info("created topic %s (%d partitions, overrides %s)", name, count, overrides or "none")
@@ -401,8 +404,10 @@ class Broker:
                 log.info("altered configs of topic %s: %s", name, overrides or "no overrides")
                 return self._config_values(overrides, config)
 
-    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
-        """Grow a topic to `count` partitions (cluster mode; Kafka's CreatePartitions)."""
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False,
+                                assignments: list[list[int]] | None = None) -> None:
+        """Grow a topic to `count` partitions (cluster mode; Kafka's CreatePartitions). `assignments`: the
+        replicas of each new partition (default: placed by the controller)."""
         if self._cluster is None:
             raise InvalidRequestError("tidelog cannot add partitions to an existing topic of a standalone broker")
         with self._timed("create_partitions"):
@@ -413,7 +418,11 @@ class Broker:
             if count > self.config.max_partitions_per_topic:
                 raise InvalidPartitionsError(
                     f"partitions must be at most {self.config.max_partitions_per_topic}, got {count}")
-            await self._cluster.create_partitions(name, count, validate_only=validate_only)
+            if assignments is None:
+                await self._cluster.create_partitions(name, count, validate_only=validate_only)
+            else:
+                await self._cluster.create_partitions(name, count, validate_only=validate_only,
+                                                      assignments=assignments)
 
     # -- the registry in cluster mode (called by the cluster runtime) ---------------------------------------
 

@@ -97,9 +97,32 @@ def _peer_host(context) -> str:
 
 
 class GroupServicer(pb_grpc.GroupServiceServicer):
-    def __init__(self, service: GroupCoordinatorService) -> None:
+    def __init__(self, service: GroupCoordinatorService, endpoint=None) -> None:
         self.service = service
         self.broker = service.broker
+        # node id -> (host, gRPC port) of a live broker, or None (a standalone broker: only itself)
+        self._endpoint = endpoint
+
+    # -------------------------------------------------------------------------------------- routing
+
+    @_guard
+    async def FindCoordinator(self, request, context):
+        if not request.group_id:
+            return pb.FindCoordinatorResponse(error_code=int(ErrorCode.INVALID_GROUP_ID), node_id=-1,
+                                              error_message="empty group id")
+        error, node = self.service.locate(request.group_id)
+        if error:
+            return pb.FindCoordinatorResponse(error_code=error, node_id=-1,
+                                              error_message=f"coordinator of {request.group_id}: "
+                                                            f"{_error_name(error)}")
+        address = self._endpoint(node) if self._endpoint is not None else None
+        if address is None:
+            if node != self.broker.node_id:
+                return pb.FindCoordinatorResponse(
+                    error_code=int(ErrorCode.COORDINATOR_NOT_AVAILABLE), node_id=-1,
+                    error_message=f"the coordinator of {request.group_id} (broker {node}) has no known address")
+            return pb.FindCoordinatorResponse(node_id=node)  # this broker: "" and 0
+        return pb.FindCoordinatorResponse(node_id=node, host=address[0], grpc_port=address[1])
 
     # -------------------------------------------------------------------------------------- membership
 
@@ -329,10 +352,11 @@ async def commit_offsets(service: GroupCoordinatorService, group_id: str, offset
     return results, first
 
 
-def add_group_service(grpc_server, service: GroupCoordinatorService) -> GroupServicer:
-    """Register the GroupService on a `cluster.grpc_server.GrpcServer` (or a grpc.aio server) before it starts."""
+def add_group_service(grpc_server, service: GroupCoordinatorService, *, endpoint=None) -> GroupServicer:
+    """Register the GroupService on a `cluster.grpc_server.GrpcServer` (or a grpc.aio server) before it starts.
+    `endpoint(node_id) -> (host, grpc_port) | None` tells FindCoordinator where the other brokers are."""
     server = getattr(grpc_server, "_server", grpc_server)
-    servicer = GroupServicer(service)
+    servicer = GroupServicer(service, endpoint)
     pb_grpc.add_GroupServiceServicer_to_server(servicer, server)
     return servicer
 

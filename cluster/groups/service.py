@@ -54,6 +54,7 @@ _LOAD_CHUNK_BYTES = 1024 * 1024
 _WRITE_TIMEOUT_S = 30.0
 _CATCH_UP_TIMEOUT_S = 10.0  # a new leader waits this long for its high watermark to reach its log end
 _RELOAD_BACKOFF_S = 1.0
+_NOT_READY_BACKOFF_S = 0.1
 MAX_PENDING_REQUESTS = 100_000  # requests waiting for their answer; past it: COORDINATOR_NOT_AVAILABLE
 
 _SERVICES: "weakref.WeakKeyDictionary[Any, GroupCoordinatorService]" = weakref.WeakKeyDictionary()
@@ -70,6 +71,10 @@ def service_for(broker) -> "GroupCoordinatorService | None":
 
 class CoordinatorUnavailable(Exception):
     """The service is closed or overloaded; front doors answer COORDINATOR_NOT_AVAILABLE."""
+
+
+class _NotReady(Exception):
+    """A partition to load is not servable yet (not installed, or its committed end not reached)."""
 
 
 class GroupCoordinatorService:
@@ -188,14 +193,13 @@ class GroupCoordinatorService:
         return int(ErrorCode.NOT_COORDINATOR)
 
     def locate(self, group_id: str) -> tuple[int, int]:
-        """(error code, coordinator node id) for FindCoordinator: the leader of the group's partition."""
+        """(error code, coordinator node id) for FindCoordinator: the leader of the group's partition. A
+        partition this broker is still loading is answered with this broker (as Kafka does): the client's
+        group requests then get COORDINATOR_LOAD_IN_PROGRESS here and are retried without a new lookup."""
         local = self.broker.node_id
         p = self.partition_for(group_id)
-        status = self._status.get(p)
-        if status == "active":
+        if self._status.get(p) is not None:  # "active" or "loading"
             return 0, local
-        if status == "loading":
-            return int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS), -1
         leader = local  # a single node leads every partition it has
         if self.cluster is not None:
             placement = self.cluster.placement(OFFSETS_TOPIC, p)
@@ -254,12 +258,25 @@ class GroupCoordinatorService:
         count = 0
         try:
             part = self._offsets_partition(partition)
+            if part is None and not self._lead_all:
+                # Told to lead a partition the broker core does not show yet (the cluster runtime installs a
+                # topic's partitions after starting their Raft groups): try again shortly.
+                raise _NotReady(f"{OFFSETS_TOPIC}/{partition} is not installed in the broker yet")
+            if part is not None and not self._lead_all and (getattr(part, "is_leader", True) is False
+                                                            or part.log_start_offset < 0):
+                # Not (yet) the leader of the replica the broker core shows, or no local replica installed yet.
+                raise _NotReady(f"{OFFSETS_TOPIC}/{partition} is not led by the replica installed here (yet)")
             if part is not None:
                 # A new leader serves only what is committed: wait until its log is (Raft: the entries of
-                # earlier terms commit with the first entry of the new term).
+                # earlier terms commit with the first entry of the new term, so everything up to the end of
+                # this node's log, the new term's no-op included, must be committed first).
                 end = part.log_end_offset
-                if part.high_watermark < end:
-                    await part.wait_for(end - 1, _CATCH_UP_TIMEOUT_S)
+                group = getattr(part, "group", None)
+                if group is not None:
+                    end = max(end, group.last_index + 1)
+                if part.high_watermark < end and not await part.wait_for(end - 1, _CATCH_UP_TIMEOUT_S):
+                    raise _NotReady(f"{OFFSETS_TOPIC}/{partition}: the high watermark did not reach offset {end} "
+                                    f"within {_CATCH_UP_TIMEOUT_S:g}s (no quorum?)")
                 offset = part.log_start_offset
                 while offset < part.high_watermark:
                     if self._epoch.get(partition) != epoch:
@@ -279,6 +296,10 @@ class GroupCoordinatorService:
                      time.perf_counter() - started)
         except asyncio.CancelledError:
             raise
+        except _NotReady as exc:
+            log.debug("loading %s: %s; retrying", OFFSETS_TOPIC, exc)
+            if self._epoch.get(partition) == epoch:
+                self._schedule_reload(partition, epoch, _NOT_READY_BACKOFF_S)
         except Exception as exc:
             log.error("loading %s/%d failed: %s; retrying", OFFSETS_TOPIC, partition, exc)
             if self._epoch.get(partition) == epoch:
@@ -294,9 +315,9 @@ class GroupCoordinatorService:
                 except RecordFormatError as exc:
                     log.error("skipping an undecodable %s/%d record: %s", OFFSETS_TOPIC, partition, exc)
 
-    def _schedule_reload(self, partition: int, epoch: int) -> None:
+    def _schedule_reload(self, partition: int, epoch: int, delay: float = _RELOAD_BACKOFF_S) -> None:
         async def reload() -> None:
-            await asyncio.sleep(_RELOAD_BACKOFF_S)
+            await asyncio.sleep(delay)
             if not self._closed and partition in self._leader and self._epoch.get(partition) == epoch:
                 self._start_load(partition)
 
@@ -407,6 +428,8 @@ class GroupCoordinatorService:
             return None
 
     def replication_factor(self) -> int:
+        """Of `__consumer_offsets`: 3, or the number of brokers when fewer (Kafka's
+        offsets.topic.replication.factor). A node passes its cluster's size; otherwise the live brokers."""
         if self._replication_factor is not None:
             return self._replication_factor
         brokers = 1
@@ -415,7 +438,7 @@ class GroupCoordinatorService:
                 brokers = len(self.cluster.brokers())
             except Exception:
                 brokers = 1
-        return 3 if brokers >= 3 else 1
+        return max(1, min(3, brokers))
 
     def ensure_offsets_topic(self) -> None:
         """Create `__consumer_offsets` in the background (once), then write what waited for it."""
@@ -428,8 +451,11 @@ class GroupCoordinatorService:
         if not self._offsets_topic_exists():
             kwargs: dict[str, Any] = {}
             rf = self.replication_factor()
-            if "replication_factor" in inspect.signature(self.broker.create_topic).parameters:
+            parameters = inspect.signature(self.broker.create_topic).parameters
+            if "replication_factor" in parameters:
                 kwargs["replication_factor"] = rf
+            if "internal" in parameters:
+                kwargs["internal"] = True  # Kafka Metadata: is_internal
             try:
                 await self.broker.create_topic(OFFSETS_TOPIC, self.config.num_partitions,
                                                {"cleanup.policy": "compact"}, **kwargs)

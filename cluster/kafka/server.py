@@ -80,6 +80,9 @@ class KafkaConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+        if isinstance(peer, tuple) and peer:
+            # The group coordinator records members' hosts (DescribeGroups, `tidelog group describe`).
+            self._svc = dataclasses.replace(self._svc, client_host=f"/{peer[0]}")
         if not self._listener._register(self):
             log.warning("refusing connection from %s: %d connections open", self.peer,
                         self._listener.config.max_connections)
@@ -306,8 +309,9 @@ class KafkaListener:
 
     def __init__(self, broker, host: str = "127.0.0.1", port: int = 9092, *,
                  config: KafkaListenerConfig | None = None, cluster: ClusterView | None = None,
-                 producer_id_reserve=None) -> None:
+                 producer_id_reserve=None, groups=None) -> None:
         self.broker = broker
+        self._groups = groups  # the group coordinator service (None: found with cluster.groups.service_for)
         self.host = host
         self.requested_port = port
         config = config if config is not None else KafkaListenerConfig()
@@ -360,6 +364,7 @@ class KafkaListener:
             config=self.config,
             producer_ids=ProducerIdAllocator(reserve, block_size=self.config.producer_id_block),
             served=served_versions(),
+            groups=self._groups,
         )
         self._sweeper = loop.create_task(self._close_idle_connections(), name="kafka idle connections")
         log.info("Kafka listener on %s:%d (advertised %s)", self.host, self.port, self.bootstrap)
@@ -401,9 +406,11 @@ class KafkaListener:
 
 async def start_kafka_listener(broker, host: str = "127.0.0.1", port: int = 9092, *,
                                config: KafkaListenerConfig | None = None,
-                               cluster: ClusterView | None = None, producer_id_reserve=None) -> KafkaListener:
-    """Listen for Kafka clients next to `broker` (on its event loop). Port 0 picks a free port."""
+                               cluster: ClusterView | None = None, producer_id_reserve=None,
+                               groups=None) -> KafkaListener:
+    """Listen for Kafka clients next to `broker` (on its event loop). Port 0 picks a free port. `groups`: the
+    broker's group coordinator service (cluster.groups), if any."""
     listener = KafkaListener(broker, host, port, config=config, cluster=cluster,
-                             producer_id_reserve=producer_id_reserve)
+                             producer_id_reserve=producer_id_reserve, groups=groups)
     await listener.start()
     return listener

@@ -138,6 +138,7 @@ class ClusterRuntime:
         self._closing = False
         self._closed = False
         self._rng = random.Random(settings.seed)
+        self._leadership_listeners: list = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -403,7 +404,7 @@ class ClusterRuntime:
 
     async def create_topic(self, name: str, partitions: int, configs: dict[str, str], *,
                            replication_factor: int | None = None, assignments: list[list[int]] | None = None,
-                           validate_only: bool = False) -> None:
+                           validate_only: bool = False, internal: bool = False) -> None:
         if name in self.metadata.topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
         rf = replication_factor or min(self.settings.default_replication_factor, len(self.settings.peers))
@@ -425,8 +426,11 @@ class ClusterRuntime:
         self._check_min_insync(configs, min(len(a) for a in placement))
         if validate_only:
             return
-        await self._submit({"type": "create_topic", "name": name, "topic_id": uuid.uuid4().hex,
-                            "assignments": placement, "configs": dict(configs)})
+        cmd = {"type": "create_topic", "name": name, "topic_id": uuid.uuid4().hex, "assignments": placement,
+               "configs": dict(configs)}
+        if internal:
+            cmd["internal"] = True
+        await self._submit(cmd)
         await self._wait_reconciled(self.metadata.applied_index, ADMIN_TIMEOUT_S)
         await self._wait_leaders(name, CREATE_WAIT_LEADERS_S)
 
@@ -461,7 +465,10 @@ class ClusterRuntime:
         await self._submit({"type": "alter_configs", "name": name, "configs": dict(configs), "replace": True})
         await self._wait_reconciled(self.metadata.applied_index, ADMIN_TIMEOUT_S)
 
-    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+    async def create_partitions(self, name: str, count: int, *, validate_only: bool = False,
+                                assignments: list[list[int]] | None = None) -> None:
+        """Grow a topic to `count` partitions; the reconciler of every broker then starts the replicas of the
+        new partitions assigned to it, and installs the grown topic in its broker core."""
         md = self.metadata
         t = md.topics.get(name)
         if t is None:
@@ -470,10 +477,25 @@ class ClusterRuntime:
         if count <= current:
             raise InvalidPartitionsError(f"topic {name!r} has {current} partitions; the count can only grow")
         rf = len(t.partitions[0].replicas)
-        try:
-            placement = assign_replicas(self._brokers_for_placement(), count - current, rf, md.replica_load())
-        except MetadataError as exc:
-            raise _broker_error(exc.error_name, str(exc)) from None
+        if assignments is not None:
+            if len(assignments) != count - current:
+                raise _broker_error("INVALID_REPLICA_ASSIGNMENT", f"{len(assignments)} replica lists given for "
+                                                                  f"{count - current} new partition(s)")
+            for replicas in assignments:
+                unknown = sorted(b for b in replicas if b not in md.brokers)
+                if not replicas or len(set(replicas)) != len(replicas) or unknown:
+                    raise _broker_error("INVALID_REPLICA_ASSIGNMENT",
+                                        f"replicas {list(replicas)} must be distinct registered brokers"
+                                        + (f" (unknown: {unknown})" if unknown else ""))
+                if len(replicas) != rf:
+                    raise _broker_error("INVALID_REPLICA_ASSIGNMENT",
+                                        f"replicas {list(replicas)}: the topic's replication factor is {rf}")
+            placement = [list(r) for r in assignments]
+        else:
+            try:
+                placement = assign_replicas(self._brokers_for_placement(), count - current, rf, md.replica_load())
+            except MetadataError as exc:
+                raise _broker_error(exc.error_name, str(exc)) from None
         if validate_only:
             return
         await self._submit({"type": "create_partitions", "name": name, "assignments": placement,
@@ -608,6 +630,39 @@ class ClusterRuntime:
         if group is not None:
             self.leaders.update(key.group_id, group.leader_id, group.term,
                                    (group.leader_id,) if group.leader_id else ())
+        self._tell_leadership(key, replica.is_leader)
+
+    # -- leadership listeners ----------------------------------------------------------------------------
+
+    def add_leadership_listener(self, listener) -> None:
+        """`listener(topic, partition, is_leader)` is called (soon, on the loop; never inside the Raft host's
+        drain) whenever this broker's leadership of a local replica may have changed, and with False when a
+        replica stops here. Replicas this broker leads right now are reported at once (True)."""
+        self._leadership_listeners.append(listener)
+        for (topic, partition), (key, replica) in list(self._by_tp.items()):
+            if replica.is_leader:
+                self._tell_leadership(key, True)
+
+    def _tell_leadership(self, key: ReplicaKey, is_leader: bool) -> None:
+        if not self._leadership_listeners:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - the host calls back on its loop
+            return
+
+        def tell() -> None:
+            # The replica may have been replaced meanwhile (topic recreated): report only the current one.
+            found = self._by_tp.get((key.topic, key.partition))
+            if is_leader and (found is None or found[0] != key):
+                return
+            for listener in list(self._leadership_listeners):
+                try:
+                    listener(key.topic, key.partition, is_leader)
+                except Exception:  # pragma: no cover - a listener bug must not break the runtime
+                    log.exception("leadership listener failed for %s-%d", key.topic, key.partition)
+
+        loop.call_soon(tell)
 
     async def _stop_replica(self, key: ReplicaKey, *, delete: bool, remove_group: bool = True) -> None:
         replica = self._replicas.pop(key, None)
@@ -616,6 +671,7 @@ class ClusterRuntime:
         if self._by_tp.get((key.topic, key.partition), (None,))[0] == key:
             del self._by_tp[(key.topic, key.partition)]
         self._pref_ok_since.pop(key, None)
+        self._tell_leadership(key, False)
         await replica.close()
         if remove_group and self.host is not None:
             await self.host.remove_group(key.group_id)

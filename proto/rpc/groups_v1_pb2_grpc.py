@@ -79,6 +79,11 @@ class GroupServiceStub:
                 request_serializer=proto_dot_rpc_dot_groups__v1__pb2.GroupDeleteRequest.SerializeToString,
                 response_deserializer=proto_dot_rpc_dot_groups__v1__pb2.GroupDeleteResponse.FromString,
                 _registered_method=True)
+        self.FindCoordinator = channel.unary_unary(
+                '/tidelog.v1.GroupService/FindCoordinator',
+                request_serializer=proto_dot_rpc_dot_groups__v1__pb2.FindCoordinatorRequest.SerializeToString,
+                response_deserializer=proto_dot_rpc_dot_groups__v1__pb2.FindCoordinatorResponse.FromString,
+                _registered_method=True)
 
 
 class GroupServiceServicer:
@@ -138,6 +143,12 @@ class GroupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindCoordinator(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GroupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +196,11 @@ def add_GroupServiceServicer_to_server(servicer, server):
                     servicer.GroupDelete,
                     request_deserializer=proto_dot_rpc_dot_groups__v1__pb2.GroupDeleteRequest.FromString,
                     response_serializer=proto_dot_rpc_dot_groups__v1__pb2.GroupDeleteResponse.SerializeToString,
+            ),
+            'FindCoordinator': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCoordinator,
+                    request_deserializer=proto_dot_rpc_dot_groups__v1__pb2.FindCoordinatorRequest.FromString,
+                    response_serializer=proto_dot_rpc_dot_groups__v1__pb2.FindCoordinatorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +446,33 @@ class GroupService:
             '/tidelog.v1.GroupService/GroupDelete',
             proto_dot_rpc_dot_groups__v1__pb2.GroupDeleteRequest.SerializeToString,
             proto_dot_rpc_dot_groups__v1__pb2.GroupDeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindCoordinator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.GroupService/FindCoordinator',
+            proto_dot_rpc_dot_groups__v1__pb2.FindCoordinatorRequest.SerializeToString,
+            proto_dot_rpc_dot_groups__v1__pb2.FindCoordinatorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -256,6 +256,22 @@ class DescribeConfigsResponse(_message.Message):
     configs: _containers.RepeatedCompositeFieldContainer[ConfigEntry]
     def __init__(self, configs: _Optional[_Iterable[_Union[ConfigEntry, _Mapping]]] = ...) -> None: ...
 
+class CreatePartitionsRequest(_message.Message):
+    __slots__ = ("topic", "count", "validate_only")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    count: int
+    validate_only: bool
+    def __init__(self, topic: _Optional[str] = ..., count: _Optional[int] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreatePartitionsResponse(_message.Message):
+    __slots__ = ("topic",)
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    topic: TopicDescription
+    def __init__(self, topic: _Optional[_Union[TopicDescription, _Mapping]] = ...) -> None: ...
+
 class PartitionRecords(_message.Message):
     __slots__ = ("topic", "partition", "records")
     TOPIC_FIELD_NUMBER: _ClassVar[int]

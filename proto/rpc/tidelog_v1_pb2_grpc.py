@@ -67,6 +67,11 @@ class AdminServiceStub:
                 request_serializer=proto_dot_rpc_dot_tidelog__v1__pb2.DescribeConfigsRequest.SerializeToString,
                 response_deserializer=proto_dot_rpc_dot_tidelog__v1__pb2.DescribeConfigsResponse.FromString,
                 _registered_method=True)
+        self.CreatePartitions = channel.unary_unary(
+                '/tidelog.v1.AdminService/CreatePartitions',
+                request_serializer=proto_dot_rpc_dot_tidelog__v1__pb2.CreatePartitionsRequest.SerializeToString,
+                response_deserializer=proto_dot_rpc_dot_tidelog__v1__pb2.CreatePartitionsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -111,6 +116,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePartitions(self, request, context):
+        """Grow a topic to `count` partitions (Kafka's CreatePartitions; a standalone broker refuses).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DescribeConfigs,
                     request_deserializer=proto_dot_rpc_dot_tidelog__v1__pb2.DescribeConfigsRequest.FromString,
                     response_serializer=proto_dot_rpc_dot_tidelog__v1__pb2.DescribeConfigsResponse.SerializeToString,
+            ),
+            'CreatePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePartitions,
+                    request_deserializer=proto_dot_rpc_dot_tidelog__v1__pb2.CreatePartitionsRequest.FromString,
+                    response_serializer=proto_dot_rpc_dot_tidelog__v1__pb2.CreatePartitionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +327,33 @@ class AdminService:
             '/tidelog.v1.AdminService/DescribeConfigs',
             proto_dot_rpc_dot_tidelog__v1__pb2.DescribeConfigsRequest.SerializeToString,
             proto_dot_rpc_dot_tidelog__v1__pb2.DescribeConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tidelog.v1.AdminService/CreatePartitions',
+            proto_dot_rpc_dot_tidelog__v1__pb2.CreatePartitionsRequest.SerializeToString,
+            proto_dot_rpc_dot_tidelog__v1__pb2.CreatePartitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,3 +43,15 @@ def test_bad_file_values_are_named(tmp_path, text, needle):
 def test_bad_environment_values_are_named():
     with pytest.raises(SettingsError, match="TIDELOG_NODE_ID"):
         resolve({}, environ={"TIDELOG_NODE_ID": "x"})
+
+
+def test_group_configs_from_file_and_flags(tmp_path):
+    config = tmp_path / "tidelog.toml"
+    config.write_text('[group_configs]\n"offsets.topic.num.partitions" = 6\n'
+                      '"group.initial.rebalance.delay.ms" = 100\n')
+    settings = resolve({"group_configs": {"group.initial.rebalance.delay.ms": "0"}}, config_file=config, environ={})
+    assert settings.group_configs == {"offsets.topic.num.partitions": "6", "group.initial.rebalance.delay.ms": "0"}
+    with pytest.raises(SettingsError, match="group_configs"):
+        resolve({"group_configs": {"group.no.such.setting": "1"}}, environ={})
+    with pytest.raises(SettingsError, match="group_configs"):
+        resolve({"group_configs": {"offsets.topic.num.partitions": "many"}}, environ={})

@@ -65,6 +65,9 @@ def test_help_in_a_real_process_and_console_script():
     ["consume", "t", "--offset", "3", "--from-beginning"],
     ["consume", "t", "--timestamp", "yesterday-ish"],
     ["serve", "--grpc-port", "70000"],
+    ["serve", "--group-config", "novalue"],
+    ["topic", "add-partitions", "t"],
+    ["topic", "add-partitions", "t", "--count", "0"],
 ])
 def test_bad_arguments_exit_2_with_one_line(args, capsys):
     from tidelog.cli import main

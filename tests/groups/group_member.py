@@ -15,6 +15,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +72,7 @@ def run_tidelog(args, out: Out) -> None:
 
 def run_kafka_python(args, out: Out) -> None:
     from kafka import ConsumerRebalanceListener, KafkaConsumer
+    from kafka.errors import KafkaError
 
     c = KafkaConsumer(bootstrap_servers=args.kafka, group_id=args.group, client_id=args.name,
                       auto_offset_reset="earliest", session_timeout_ms=SESSION_MS, heartbeat_interval_ms=HEARTBEAT_MS,
@@ -92,7 +94,15 @@ def run_kafka_python(args, out: Out) -> None:
 
     c.subscribe([args.topic], listener=Listener())
     while not stop:
-        batches = c.poll(timeout_ms=200)
+        try:
+            batches = c.poll(timeout_ms=200)
+        except KafkaError as exc:
+            # kafka-python's poll raises what it could not do while no broker is reachable (a coordinator
+            # restarting: ECONNREFUSED); an application polls again, as Kafka's Java consumer does itself.
+            if not exc.retriable:
+                raise
+            time.sleep(0.1)
+            continue
         out.write([f"M {tp.partition} {m.offset} {m.value.decode()}" for tp, ms in batches.items() for m in ms])
     c.close()
 
@@ -167,6 +177,11 @@ def main() -> int:
     p.add_argument("--assignor", default="range")
     p.add_argument("--instance-id", default=None)
     args = p.parse_args()
+    if os.environ.get("GROUP_MEMBER_LOG"):  # debugging aid: the client library's log on stderr
+        import logging
+
+        logging.basicConfig(level=os.environ["GROUP_MEMBER_LOG"].upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _on_term)
     CLIENTS[args.client](args, Out(args.out))
     return 0

@@ -3,7 +3,9 @@
 
 Prints `GROUPS_READY grpc=HOST:PORT kafka=HOST:PORT pid=N` on stdout once clients can connect, then serves
 until SIGTERM/SIGINT or until stdin closes (so a parent test can never leak it). Used by tests/groups and
-bench/group_bench.py until `tidelog serve` starts the group coordinator itself.
+bench/group_bench.py: a standalone broker core (no Raft) with the coordinator leading every partition, so
+those tests exercise the coordinator itself. `tidelog serve` wires the same coordinator to the Raft leadership
+of `__consumer_offsets` (tests/groups/test_groups_serve.py, tests/cluster_e2e/test_cluster_groups.py).
 """
 
 from __future__ import annotations

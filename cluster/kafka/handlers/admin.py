@@ -174,8 +174,14 @@ async def _create_partitions(svc: KafkaServices, body: dict) -> dict:
         if error is not None:
             result["error_code"], result["error_message"] = error
             continue
+        assignments = None
+        if t["assignments"] is not None:
+            assignments = [list(a["broker_ids"]) for a in t["assignments"]]
         try:
-            await grow(name, count, validate_only=body["validate_only"])
+            if assignments is None:
+                await grow(name, count, validate_only=body["validate_only"])
+            else:
+                await grow(name, count, validate_only=body["validate_only"], assignments=assignments)
         except BrokerError as exc:
             result["error_code"] = code_of(exc.error_name)
             result["error_message"] = str(exc)

@@ -34,13 +34,20 @@ Result = Union[dict, Awaitable[dict], None, _Close]
 
 @dataclass(slots=True)
 class KafkaServices:
-    """Shared by every connection of one listener."""
+    """What the handlers work with. The listener holds one; each connection gets a shallow copy carrying its
+    own `client_host` (everything else is shared)."""
 
     broker: "Broker"
     cluster: "ClusterView"
     config: "KafkaListenerConfig"
     producer_ids: "ProducerIdAllocator"
     served: dict[int, tuple[int, int]]  # api key -> (min, max) version: what ApiVersions advertises
+    # The group coordinator service (cluster.groups.GroupCoordinatorService) next to the broker; None: the group
+    # handlers look it up with `cluster.groups.service_for(broker)` (and answer COORDINATOR_NOT_AVAILABLE
+    # without one).
+    groups: Any = None
+    # The connection's peer as Kafka reports members' hosts ("/127.0.0.1"); "" on the listener's own copy.
+    client_host: str = ""
 
 
 @dataclass(frozen=True, slots=True)

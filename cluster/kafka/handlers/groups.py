@@ -40,9 +40,9 @@ _INVALID_REQUEST = int(ErrorCode.INVALID_REQUEST)
 
 
 def _service(svc: KafkaServices):
-    groups = getattr(svc, "groups", None)
+    groups = svc.groups
     if groups is not None:
-        return groups
+        return None if groups.closed else groups
     from cluster.groups.service import service_for
 
     found = service_for(svc.broker)
@@ -111,7 +111,7 @@ def join_group(svc: KafkaServices, header: RequestHeader, body: dict):
         session_timeout_ms=body["session_timeout_ms"],
         rebalance_timeout_ms=body["rebalance_timeout_ms"] if version >= 1 else -1,
         group_instance_id=body.get("group_instance_id"), require_known_member_id=version >= 4,
-        supports_skip_assignment=version >= 9, client_id=header.client_id or "", client_host="")
+        supports_skip_assignment=version >= 9, client_id=header.client_id or "", client_host=svc.client_host)
 
     def build(r) -> dict:
         return {"throttle_time_ms": 0, "error_code": int(r.error), "generation_id": r.generation_id,
