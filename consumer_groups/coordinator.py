@@ -1299,7 +1299,8 @@ class GroupCoordinator:
             self._respond(handle, DeleteGroupsResponse(tuple(DeleteGroupResult(g, e) for g, e in results.items())))
 
         for group_id in dict.fromkeys(req.group_ids):
-            error = _group_id_error(group_id) or self._partition_error(group_id)
+            # Kafka refuses an empty group id here (INVALID_GROUP_ID), unlike the offset APIs.
+            error = _membership_group_id_error(group_id) or self._partition_error(group_id)
             group = self._groups.get(group_id)
             if error is None and (group is None or group.state is _DEAD):
                 error = ErrorCode.GROUP_ID_NOT_FOUND

@@ -509,7 +509,10 @@ class Broker:
     async def _await_ack(self, result: ProducePartitionResult, partition: Partition, last_offset: int,
                          timeout: float, acks: int = -1) -> None:
         try:
-            await asyncio.wait_for(partition.wait_for_ack(last_offset, acks), timeout)
+            # asyncio.timeout, not wait_for: wait_for (3.11) wraps the wait in a task of its own, and each
+            # of its hand-offs costs the acknowledgement another pass of the event loop.
+            async with asyncio.timeout(timeout):
+                await partition.wait_for_ack(last_offset, acks)
         except TimeoutError:
             result.error_name = "REQUEST_TIMED_OUT"
             result.error_message = f"not acknowledged within {timeout:g}s (the records may still be written)"

@@ -26,7 +26,13 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from cluster.broker.errors import BrokerError, NotLeaderOrFollowerError, StorageFailureError, translate
+from cluster.broker.errors import (
+    BrokerError,
+    InvalidRequestError,
+    NotLeaderOrFollowerError,
+    StorageFailureError,
+    translate,
+)
 from cluster.broker.producer_state import DUPLICATE, REJECT, ProducerStates, has_producer_ids
 from cluster.broker.types import ACKS_ALL, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, TopicPartition
 
@@ -144,6 +150,12 @@ class Partition(abc.ABC):
     def list_offset(self, timestamp: int) -> tuple[int, int]:
         """Kafka ListOffsets: (offset, timestamp) for EARLIEST/LATEST or the first record at or after
         `timestamp` below the high watermark; (-1, -1) when there is none."""
+
+    async def delete_records(self, offset: int, *, timeout_s: float) -> int:
+        """Kafka DeleteRecords: make `offset` (checked by the caller: 0 <= offset <= high watermark) the log start;
+        records before it become unreadable. Returns the log start offset after it (the low watermark).
+        Raises BrokerError."""
+        raise InvalidRequestError("DeleteRecords is not supported by this partition type")
 
     @abc.abstractmethod
     def update_config(self, config) -> None:
@@ -266,6 +278,16 @@ class LogPartition(Partition):
         if verdict.verdict == REJECT:
             raise BrokerError(verdict.message, error_name=verdict.error_name)
         return None, table
+
+    async def delete_records(self, offset: int, *, timeout_s: float) -> int:
+        """One log, no replicas: the storage's DeleteRecords (a durable log start checkpoint)."""
+        self._check_open()
+        try:
+            start = await asyncio.to_thread(self._log.delete_records_before, offset)
+        except Exception as exc:
+            raise translate(exc) from exc
+        self._producers.invalidate()
+        return start
 
     async def compact(self, now_ms: int, *, bytes_per_second: int | None) -> None:
         if self._closed:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -401,6 +402,21 @@ class RaftGroup:
         self._queue_op(op, fut)
         return await fut
 
+    async def apply_log_start(self) -> int:
+        """Apply the committed LOG_START entries (DeleteRecords) up to the applied index between drains (see
+        PartitionRaftLog.apply_log_start). Returns the log start offset."""
+        self._check_usable()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def op() -> None:
+            try:
+                fut.set_result(self.log.apply_log_start(self.node.applied_index))
+            except (OSError, StorageError) as exc:
+                fut.set_exception(exc)
+
+        self._queue_op(op, fut)
+        return await fut
+
     def _queue_op(self, op: Callable[[], None], fut: asyncio.Future | None = None) -> None:
         if len(self._ops) >= self.host.max_queued_ops:
             raise ProposalDroppedError(f"too many queued operations on group {self.group_id}")
@@ -628,7 +644,7 @@ class RaftHost:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix=f"raft-io-{node_id}")
         self._cycle_lock: asyncio.Lock | None = None
-        self._inflight: set[asyncio.Task] = set()  # persists in flight (_complete)
+        self._inflight: set[asyncio.Future] = set()  # persists in flight (set when _complete ran)
         self._idle: asyncio.Event | None = None  # set when a persist completes (remove_group waits on it)
         self._closed = False
         self.failed: BaseException | None = None
@@ -859,12 +875,9 @@ class RaftHost:
                     log.exception("raft group %s: applying committed entries failed", g.group_id)
                     g._go_offline(exc)
                     early_applied.append(0)
-            jobs, futures = self._start_persist(sync)
-            if futures:
-                task = asyncio.get_running_loop().create_task(
-                    self._complete(sync, early_applied, jobs, futures))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+            jobs, calls = self._start_persist(sync)
+            if calls:
+                self._launch_persist(sync, early_applied, jobs, calls)
             else:
                 self._finish_persisted(sync, early_applied)
         self._publish_hints()
@@ -881,13 +894,11 @@ class RaftHost:
             self._mark(g)
 
     def _start_persist(self, sync: list[tuple[RaftGroup, Ready]]) -> tuple[list[RaftGroup | None], list]:
-        """Write every log (one append each, on the loop) and the hard states, and start the fsyncs of every
-        written file in the pool (one per file)."""
-        loop = asyncio.get_running_loop()
+        """Write every log (one append each, on the loop) and the hard states; return the fsyncs to run in the
+        pool (one per written file) as (group or None for the hard-state file, callable, args)."""
         jobs: list[RaftGroup | None] = []
-        futures: list[asyncio.Future] = []
+        calls: list[tuple[Callable, tuple]] = []
         state = self.state
-        executor = self._executor
         for g, rd in sync:
             if g.failed is not None:
                 continue
@@ -903,31 +914,74 @@ class RaftHost:
                 g.log.finish_append(plan)
                 if plan.buf is not None:
                     jobs.append(g)
-                    futures.append(loop.run_in_executor(executor, self._timed, g.log.sync))
+                    calls.append((g.log.sync, ()))
         write = state.prepare()
         if write is not None:
             if write.sync:
                 jobs.append(None)
-                futures.append(loop.run_in_executor(executor, self._timed, state.execute, write))
+                calls.append((state.execute, (write,)))
             else:
                 try:
                     state.execute(write)  # commit indexes only: one write(), no fsync, no thread hop
                 except StorageError as exc:
                     log.critical("raft host %d: the hard state file failed: %s", self.node_id, exc)
                     self._fail_node(exc)
-        if futures:
+        if calls:
             self.persist_rounds += 1
-            self.persisted_files += len(futures)
-        return jobs, futures
+            self.persisted_files += len(calls)
+        return jobs, calls
 
-    async def _complete(self, sync: list[tuple[RaftGroup, Ready]], early_applied: list[int],
-                        jobs: list[RaftGroup | None], futures: list[asyncio.Future]) -> None:
+    def _launch_persist(self, sync: list[tuple[RaftGroup, Ready]], early_applied: list[int],
+                        jobs: list[RaftGroup | None], calls: list[tuple[Callable, tuple]]) -> None:
+        """Run the fsyncs in the pool; the last one to finish schedules ``_complete`` on the loop with ONE
+        call_soon_threadsafe. (Not run_in_executor + gather + a task: each of those costs the acknowledgement
+        another pass of a busy event loop, and the groups stay ``_busy`` meanwhile.)"""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()  # close() waits for the persists in flight
+        self._inflight.add(done)
+        results: list[BaseException | None] = [None] * len(calls)
+        remaining = [len(calls)]
+        lock = threading.Lock()
         t0 = time.perf_counter()
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        self.persist_seconds += time.perf_counter() - t0
+
+        def run(i: int, fn: Callable, args: tuple) -> None:
+            try:
+                self._timed(fn, *args)
+            except BaseException as exc:  # handed to the loop: that group (or the node) goes offline
+                results[i] = exc
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                try:
+                    loop.call_soon_threadsafe(finish)
+                except RuntimeError:  # the loop is closed: nobody is left to complete
+                    pass
+
+        def finish() -> None:
+            self.persist_seconds += time.perf_counter() - t0
+            self._inflight.discard(done)
+            try:
+                self._complete(sync, early_applied, jobs, results)
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+        for i, (fn, args) in enumerate(calls):
+            try:
+                self._executor.submit(run, i, fn, args)
+            except RuntimeError as exc:  # the pool was shut down
+                run(i, self._raise, (exc,))
+
+    @staticmethod
+    def _raise(exc: BaseException) -> None:
+        raise exc
+
+    def _complete(self, sync: list[tuple[RaftGroup, Ready]], early_applied: list[int],
+                  jobs: list[RaftGroup | None], results: list[BaseException | None]) -> None:
         try:
             for g, res in zip(jobs, results):
-                if isinstance(res, BaseException):
+                if res is not None:
                     if g is None:
                         log.critical("raft host %d: the hard state file failed: %s", self.node_id, res)
                         self._fail_node(res)

@@ -5,6 +5,12 @@ The Raft index space is Kafka offsets. Each stored RecordBatch is one entry:
     outside the CRC, and appends with ``append_replicated`` (no CRC work, no copy beyond the one join).
   * NOOP <-> a control batch LEADER_CHANGE (empty value); CONFIG <-> a control batch KRAFT_VOTERS whose
     value is ``Configuration.encode()``. Both carry timestamp 0, so every replica writes identical bytes.
+  * LOG_START (DeleteRecords): a DATA entry to the core, holding a control batch of tidelog's own type
+    CONTROL_LOG_START whose value is the new log start offset (consumers skip it like any control batch).
+    Every replica applies it once committed (``apply_log_start``): records before that offset are deleted
+    (whole segments, the log start checkpoint) and the snapshot point moves to the last entry boundary below
+    it, as retention does. A side index in raft-meta, written before the batch is appended, lists the
+    LOG_START entries not yet applied, so a restart applies a committed one whose effect a crash lost.
 
 Compaction gaps: the compactor drops batches that became empty, so a compacted log has offset gaps. An
 entry's ``index`` is the previous entry's ``last_index + 1`` (it covers the gap before its batch) and its
@@ -14,7 +20,8 @@ with ``allow_gaps=True``. So entry boundaries are batch ends on every replica, w
 Raft metadata of the log lives next to it in ``raft-meta`` (rewritten atomically, rarely): the snapshot
 point (index, term, configuration, opaque data: the storage layer keeps no term below its log start), the
 CONFIG entries after it (a side index, so restart needs no log scan; each is checked against the log on
-open) and the boundaries retention may move the log start to. Write-ahead order: meta before the log change
+open), the LOG_START entries not yet applied (likewise) and the boundaries retention or DeleteRecords may move
+the log start to. Write-ahead order: meta before the log change
 it describes (a CONFIG batch is never on disk unknown to meta; a snapshot is redone on open if the log change
 did not happen).
 
@@ -72,11 +79,39 @@ _INDEX = attrgetter("index")
 _DATA = EntryKind.DATA
 _NOOP = EntryKind.NOOP
 _CONFIG = EntryKind.CONFIG
+# DeleteRecords' control record type: tidelog's own, outside Kafka's (0..6); clients skip control batches.
+CONTROL_LOG_START = 0x544C
+_LOG_START_VALUE = struct.Struct(">hq")  # version 0, the new log start offset
+MAX_PENDING_LOG_STARTS = 64  # LOG_START entries not yet applied: a leader proposes no more (one at a time)
 TAIL_SPANS = 8192  # recent entry spans kept in memory: term()/entry_span() near the tail never touch disk
 CACHE_BYTES = 2 << 20  # recent entries kept in memory (as written): committed-entry delivery and follower
 # catch-up near the tail read no disk
 
 _NOOP_TEMPLATE = build_control_batch(CONTROL_LEADER_CHANGE, b"", timestamp=0)
+
+
+def log_start_batch(offset: int) -> bytes:
+    """The LOG_START entry's batch (propose it spanning one offset): "records before ``offset`` are deleted".
+    Timestamp 0, so every replica stores identical bytes."""
+    assert offset >= 0
+    return build_control_batch(CONTROL_LOG_START, _LOG_START_VALUE.pack(0, offset), timestamp=0)
+
+
+def log_start_of(data: bytes | bytearray | memoryview) -> int | None:
+    """The offset a LOG_START batch carries; None for any other batch (a header byte for those)."""
+    if len(data) < HEADER_SIZE or not data[22] & ATTR_CONTROL:  # attributes: int16 at 21, control bit 0x20
+        return None
+    try:
+        records = decode_records(data, parse_header(data))
+    except (ValueError, struct.error, IndexError):  # not ours to judge here: the log validates what it appends
+        return None
+    if len(records) != 1 or control_type_of(records[0].key) != CONTROL_LOG_START:
+        return None
+    value = records[0].value or b""
+    if len(value) != _LOG_START_VALUE.size:
+        return None
+    version, offset = _LOG_START_VALUE.unpack(value)
+    return offset if version == 0 and offset >= 0 else None
 
 
 class RaftLogCorrupt(LogStorageError):
@@ -115,6 +150,7 @@ class AppendPlan:
     buf: bytearray | None = None
     spans: list[tuple[int, int, int]] = field(default_factory=list)
     configs: list[Entry] | None = None  # the new side index when it changed
+    log_starts: list[tuple[int, int, int]] | None = None  # the new LOG_START side index when it changed
     write_meta: bool = False
     cached: list[Entry] = field(default_factory=list)  # the entries as written (data: views of buf)
     last_index: int = -1  # of the appended entries
@@ -135,6 +171,8 @@ class PartitionRaftLog:
         self._cache: list[Entry] = []  # recent entries, contiguous up to the last index
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
+        # LOG_START entries after the snapshot point not yet applied: (index, term, new log start offset).
+        self._log_starts: list[tuple[int, int, int]] = []
         meta = self._read_meta()
         if meta is None:
             if log.log_end_offset != log.log_start_offset:
@@ -144,7 +182,7 @@ class PartitionRaftLog:
             self._configs: list[Entry] = []
             self._write_meta()
         else:
-            self._snap, self._configs, self._candidates = meta
+            self._snap, self._configs, self._candidates, self._log_starts = meta
             self._recover()
         self._hard_state = HardState(self._snap.term, None, self._snap.index)
 
@@ -340,6 +378,9 @@ class PartitionRaftLog:
         start = entries[0].index
         last = snapshot.index if snapshot is not None else self.last_index()
         configs = [] if snapshot is not None else self._configs
+        log_starts = [] if snapshot is not None else self._log_starts
+        if snapshot is not None and self._log_starts:
+            plan.log_starts = log_starts
         if start <= last:
             assert snapshot is None
             assert start >= self.first_index(), f"cannot rewrite compacted offset {start}"
@@ -347,6 +388,9 @@ class PartitionRaftLog:
             if configs and configs[-1].index >= start:
                 configs = [e for e in configs if e.index < start]
                 plan.configs = configs
+            if log_starts and log_starts[-1][0] >= start:
+                log_starts = [x for x in log_starts if x[0] < start]
+                plan.log_starts = log_starts
         else:
             assert start == last + 1, f"gap in the log: {start} after {last}"
         parts: list[bytes | memoryview] = []
@@ -361,6 +405,11 @@ class PartitionRaftLog:
                 lod = _LOD.unpack_from(data, 23)[0]
                 parts.append(data)
                 stamps.append((e.last_index - lod, e.term))
+                if data[22] & ATTR_CONTROL:  # a header byte: data batches cost nothing more here
+                    offset = log_start_of(data)
+                    if offset is not None:  # bounded by the leader (MAX_PENDING_LOG_STARTS before proposing)
+                        log_starts = plan.log_starts = [*log_starts, (e.index, e.term, offset)]
+                        plan.write_meta = True
             elif kind is _NOOP:
                 parts.append(_NOOP_TEMPLATE)
                 stamps.append((e.index, e.term))
@@ -397,12 +446,15 @@ class PartitionRaftLog:
         log = self.log
         if plan.snapshot is not None:
             snap = plan.snapshot
-            self._write_meta(snap, [] if plan.configs is None else plan.configs, {})
+            self._write_meta(snap, [] if plan.configs is None else plan.configs, {},
+                             [] if plan.log_starts is None else plan.log_starts)
             log.truncate_fully_and_start_at(snap.index + 1)
         if plan.truncate_at is not None:
             log.truncate_to(max(plan.truncate_at, log.log_start_offset))
-        if plan.configs is not None and plan.write_meta and plan.snapshot is None:
-            self._write_meta(self._snap, plan.configs, self._candidates)  # before the CONFIG batch exists
+        if plan.write_meta and plan.snapshot is None and (plan.configs is not None or plan.log_starts is not None):
+            # Before the CONFIG / LOG_START batch exists.
+            self._write_meta(self._snap, self._configs if plan.configs is None else plan.configs, self._candidates,
+                             self._log_starts if plan.log_starts is None else plan.log_starts)
         if plan.buf is not None:
             log.append_replicated(plan.buf, now_ms=_now_ms(), allow_gaps=True)
 
@@ -422,6 +474,7 @@ class PartitionRaftLog:
             self._snap = plan.snapshot
             self._configs = []
             self._candidates = {}
+            self._log_starts = []
             self._tail = []
             self._cache = []
             self._cache_bytes = 0
@@ -435,6 +488,8 @@ class PartitionRaftLog:
                 del cache[cut:]
         if plan.configs is not None:
             self._configs = plan.configs
+        if plan.log_starts is not None:
+            self._log_starts = plan.log_starts
         if plan.spans:
             if not tail or tail[-1][1] + 1 != plan.spans[0][0]:
                 tail.clear()  # not contiguous with the tail: restart it here
@@ -476,8 +531,9 @@ class PartitionRaftLog:
             return
         assert snapshot.index <= self.last_index()
         configs = [e for e in self._configs if e.index > snapshot.index]
-        self._write_meta(snapshot, configs, self._candidates)
-        self._snap, self._configs = snapshot, configs
+        log_starts = [x for x in self._log_starts if x[0] > snapshot.index]
+        self._write_meta(snapshot, configs, self._candidates, log_starts)
+        self._snap, self._configs, self._log_starts = snapshot, configs, log_starts
         self.log.delete_records_before(min(snapshot.index + 1, self.log.log_end_offset))
         self._trim_front(snapshot.index + 1)
 
@@ -507,41 +563,86 @@ class PartitionRaftLog:
             self._adopt_log_start()
         return deleted
 
-    def _adopt_log_start(self) -> None:
+    def _adopt_log_start(self) -> bool:
+        """Move the snapshot point to the boundary recorded for the current log start. Returns whether it
+        moved (meta written)."""
         start = self.log.log_start_offset
         point = self._candidates.get(start)
         if point is None or point[0] <= self._snap.index:
-            return
+            return False
         index, term = point
         snap = Snapshot(index, term, self.config_at(index))
         configs = [e for e in self._configs if e.index > index]
         candidates = {b: p for b, p in self._candidates.items() if b > start}
-        self._write_meta(snap, configs, candidates)
-        self._snap, self._configs, self._candidates = snap, configs, candidates
+        log_starts = [x for x in self._log_starts if x[0] > index]
+        self._write_meta(snap, configs, candidates, log_starts)
+        self._snap, self._configs, self._candidates, self._log_starts = snap, configs, candidates, log_starts
         self._trim_front(index + 1)
+        return True
+
+    # -- DeleteRecords ------------------------------------------------------------------------------
+
+    def log_start_due(self, applied_index: int) -> bool:
+        """Whether a LOG_START entry at or below ``applied_index`` waits for ``apply_log_start``."""
+        starts = self._log_starts
+        return bool(starts) and starts[0][0] <= applied_index
+
+    @property
+    def pending_log_starts(self) -> int:
+        return len(self._log_starts)
+
+    def apply_log_start(self, applied_index: int) -> int:
+        """Apply the LOG_START entries at or below ``applied_index`` (committed and handed to the state
+        machine): the log start becomes the largest offset they carry (it never goes back), records before it
+        are deleted and the snapshot point moves to the last entry boundary below the batch holding it (so
+        every replica keeps the same entry boundaries; followers behind it get a snapshot, then this entry).
+        Write-ahead like retention: the boundary for the new log start is in raft-meta before the log changes,
+        and the entries leave the side index only after. Returns the log start offset."""
+        log = self.log
+        due = [x for x in self._log_starts if x[0] <= applied_index]
+        if not due:
+            return log.log_start_offset
+        rest = [x for x in self._log_starts if x[0] > applied_index]
+        target = max(offset for _i, _t, offset in due)
+        # An entry deletes only records before it: it was proposed at or above the high watermark it checked.
+        assert target <= due[-1][0] < log.log_end_offset, f"LOG_START {target} beyond its entry {due[-1][0]}"
+        if target > log.log_start_offset:
+            point = self._boundary_before(self._header_at(target)[0])
+            candidates = {**self._candidates, target: point}
+            self._write_meta(self._snap, self._configs, candidates, self._log_starts)
+            self._candidates = candidates
+            log.delete_records_before(target)
+            assert log.log_start_offset == target
+        self._log_starts = rest
+        if not self._adopt_log_start():
+            self._write_meta()
+        return log.log_start_offset
 
     # =========================================================================================
     # raft-meta
     # =========================================================================================
 
     def _write_meta(self, snap: Snapshot | None = None, configs: list[Entry] | None = None,
-                    candidates: dict[int, tuple[int, int]] | None = None) -> None:
+                    candidates: dict[int, tuple[int, int]] | None = None,
+                    log_starts: list[tuple[int, int, int]] | None = None) -> None:
         snap = self._snap if snap is None else snap
         configs = self._configs if configs is None else configs
         candidates = self._candidates if candidates is None else candidates
+        log_starts = self._log_starts if log_starts is None else log_starts
         doc = {
             "version": 1,
             "snapshot": [snap.index, snap.term, sorted(snap.configuration.voters),
                          sorted(snap.configuration.learners)],
             "configs": [[e.index, e.term, bytes(e.data).decode()] for e in configs],
             "candidates": [[b, i, t] for b, (i, t) in sorted(candidates.items())],
+            "log_starts": [list(x) for x in log_starts],
         }
         body = json.dumps(doc, separators=(",", ":")).encode()
         data = bytes(snap.data)
         head = _META_HEAD.pack(_META_MAGIC, crc32c.crc32c(body + data), len(body))
         atomic_write(self._meta_path, head + body + data, durable=True)
 
-    def _read_meta(self) -> tuple[Snapshot, list[Entry], dict[int, tuple[int, int]]] | None:
+    def _read_meta(self) -> tuple[Snapshot, list[Entry], dict[int, tuple[int, int]], list[tuple[int, int, int]]] | None:
         try:
             with open(self._meta_path, "rb") as f:
                 raw = f.read()
@@ -558,10 +659,11 @@ class PartitionRaftLog:
             snap = Snapshot(index, term, Configuration(frozenset(voters), frozenset(learners)), data)
             configs = [Entry(t, i, i, _CONFIG, c.encode()) for i, t, c in doc["configs"]]
             candidates = {b: (i, t) for b, i, t in doc["candidates"]}
+            log_starts = [(int(i), int(t), int(o)) for i, t, o in doc.get("log_starts", ())]  # older files: none
         except (ValueError, KeyError, TypeError, struct.error) as exc:
             # atomic_write never leaves a torn file: this is corruption, and guessing terms is unsafe.
             raise RaftLogCorrupt(f"{self._meta_path} is unreadable: {exc}") from exc
-        return snap, configs, candidates
+        return snap, configs, candidates, log_starts
 
     def _recover(self) -> None:
         """Bring the log in line with raft-meta after a crash between a meta write and the log change."""
@@ -587,9 +689,20 @@ class PartitionRaftLog:
             entries = self.entries(e.index, e.index + 1, 1)
             if entries and entries[0].kind is _CONFIG and bytes(entries[0].data) == bytes(e.data):
                 kept.append(e)
-        if kept != self._configs:
+        starts = [x for x in self._log_starts if self._holds_log_start(*x)]
+        if kept != self._configs or starts != self._log_starts:
             self._configs = kept
+            self._log_starts = starts
             self._write_meta()
+
+    def _holds_log_start(self, index: int, term: int, offset: int) -> bool:
+        """Whether the log holds that LOG_START entry (its meta record is written before the batch)."""
+        if index <= self._snap.index or index > self.last_index() or index < self.log.log_start_offset:
+            return False
+        if self._header_at(index) != (index, index, term):
+            return False
+        entries = self.entries(index, index + 1, 1)
+        return bool(entries) and entries[0].kind is _DATA and log_start_of(entries[0].data) == offset
 
     def stored_bytes(self, start: int | None = None, upto: int | None = None) -> bytes:
         """The stored batches (stamped, as on disk) of offsets ``start``..``upto`` (default: the whole Raft

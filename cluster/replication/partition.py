@@ -16,6 +16,11 @@ Consumers read from the leader only (a follower answers NOT_LEADER_OR_FOLLOWER n
 
 Retention runs on every replica on committed data only (Kafka does it per replica); compaction only below the
 high watermark; the Raft log starts where the partition log starts.
+
+DeleteRecords (leader only): the new log start offset travels as a LOG_START entry through the group (see
+cluster.raft.partition_log), so it reaches every replica in log order and durably; each applies it once
+committed (deleting the records before it, moving the Raft log start) and the leader answers once it applied
+it itself. One at a time per partition.
 """
 
 from __future__ import annotations
@@ -89,6 +94,10 @@ class RaftGroup(Protocol):
 
     async def apply_retention(self, now_ms: int) -> int: ...
 
+    async def wait_committed(self, proposal, timeout_s: float | None = None) -> Any: ...
+
+    async def apply_log_start(self) -> int: ...
+
 
 @dataclass(slots=True)
 class _Waiter:
@@ -109,6 +118,9 @@ class ReplicatedPartition(LogPartition):
         self._election_timeout = election_timeout_s
         self._leader_since = 0.0
         self._retention: asyncio.Task | None = None
+        self._delete_lock = asyncio.Lock()  # one DeleteRecords in flight per partition
+        self._log_start_task: asyncio.Task | None = None  # applying committed LOG_START entries
+        self._log_start_again = False
         self.min_insync_replicas = min_insync_replicas
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
         self._max_isr_lag = max_isr_lag
@@ -135,6 +147,8 @@ class ReplicatedPartition(LogPartition):
             self._advance(min(commit + 1, self._log.log_end_offset))
         self._leader_id = group.leader_id
         self._term = group.term
+        if commit is not None and self.raft_log.log_start_due(commit):
+            self._apply_log_start()  # committed before a restart, its effect lost in the crash
 
     @property
     def group(self) -> RaftGroup | None:
@@ -359,6 +373,75 @@ class ReplicatedPartition(LogPartition):
         heapq.heapify(keep)
         self._waiters = keep
 
+    # -- DeleteRecords ------------------------------------------------------------------------------------
+
+    async def delete_records(self, offset: int, *, timeout_s: float) -> int:
+        from cluster.broker.errors import OffsetOutOfRangeError, RequestTimedOutError
+        from cluster.raft.partition_log import MAX_PENDING_LOG_STARTS, log_start_batch
+
+        self._check_leader()
+        if not 0 <= offset <= self._high_watermark:
+            raise OffsetOutOfRangeError(f"{self.topic_partition}: offset {offset} is outside [0, high watermark "
+                                        f"{self._high_watermark}]")
+        async with self._delete_lock:
+            if offset <= self._log.log_start_offset:
+                return self._log.log_start_offset  # nothing to delete: Kafka answers the low watermark
+            if self.raft_log.pending_log_starts >= MAX_PENDING_LOG_STARTS:
+                raise RequestTimedOutError(f"{self.topic_partition}: too many DeleteRecords pending; retry")
+            group = self._check_leader()
+            try:
+                proposal = group.propose_batch([(log_start_batch(offset), 1)])[0]
+            except BrokerError:
+                raise
+            except Exception as exc:
+                raise self._proposal_error(exc) from exc
+            try:
+                await group.wait_committed(proposal, timeout_s)
+            except TimeoutError:
+                raise RequestTimedOutError(f"{self.topic_partition}: DeleteRecords not committed within "
+                                           f"{timeout_s:g}s") from None
+            except BrokerError:
+                raise
+            except Exception as exc:  # leadership lost, replaced, offline: the client retries at the leader
+                raise self._proposal_error(exc) from exc
+            # Committed: on_committed started applying it here (it ran before this waiter resumed).
+            while self._log.log_start_offset < offset and self._log_start_task is not None:
+                task = self._log_start_task
+                await asyncio.shield(task)
+                if task is self._log_start_task and task.done():
+                    break
+            if self._log.log_start_offset < offset:
+                raise translate(RuntimeError(f"{self.topic_partition}: the committed log start {offset} was not "
+                                             "applied (see the broker log)"))
+            return self._log.log_start_offset
+
+    def _apply_log_start(self) -> None:
+        """Apply the committed LOG_START entries between the host's drains (one task; runs again if more came)."""
+        task = self._log_start_task
+        if task is not None and not task.done():
+            self._log_start_again = True
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the loop (tests driving the listener by hand): the next commit retries
+            return
+        self._log_start_task = loop.create_task(self._apply_log_starts())
+
+    async def _apply_log_starts(self) -> None:
+        group = self._group
+        while group is not None and not self._closed:
+            self._log_start_again = False
+            before = self._log.log_start_offset
+            try:
+                await group.apply_log_start()
+            except Exception as exc:
+                log.error("DeleteRecords of %s: applying the log start failed: %s", self.topic_partition, exc)
+                return
+            if self._log.log_start_offset != before:
+                self._producers.invalidate()
+            if not self._log_start_again:
+                return
+
     # -- the Raft host's listener --------------------------------------------------------------------------
 
     def on_committed(self, entries) -> None:
@@ -366,6 +449,8 @@ class ReplicatedPartition(LogPartition):
             return
         self._resolve(entries)
         self._advance(entries[-1].last_index + 1)
+        if self.raft_log.log_start_due(entries[-1].last_index):  # a DeleteRecords (LOG_START) committed
+            self._apply_log_start()
 
     def on_leader_change(self, leader_id: int | None, term: int) -> None:
         changed_term = term != self._term
@@ -475,6 +560,8 @@ class ReplicatedPartition(LogPartition):
             await asyncio.gather(self._compacting, return_exceptions=True)
         if self._retention is not None:
             await asyncio.gather(self._retention, return_exceptions=True)
+        if self._log_start_task is not None:
+            await asyncio.gather(self._log_start_task, return_exceptions=True)
         self._fail_waiters(not_leader(self.topic_partition, None, "host"))
         self._wake_all()
 
@@ -528,6 +615,9 @@ class RemotePartition(Partition):
         return _noop
 
     def list_offset(self, timestamp: int) -> tuple[int, int]:
+        raise self._error()
+
+    async def delete_records(self, offset: int, *, timeout_s: float) -> int:
         raise self._error()
 
     def update_config(self, config) -> None:

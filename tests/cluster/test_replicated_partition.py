@@ -232,3 +232,49 @@ def test_log_append_time_is_set_before_replication(tmp_path):
     [record] = list(iter_records(bytes(part.read(0, 1 << 20))))
     assert record.timestamp == 1234
     log.close()
+
+
+class _CommittingGroup(FakeGroup):
+    """Commits what is proposed as soon as someone waits for it; applies LOG_START entries like the host's op."""
+
+    async def wait_committed(self, proposal, timeout_s=None):
+        self.commit()
+        return proposal
+
+    async def apply_log_start(self):
+        return self.log.apply_log_start(self.commit_index)
+
+
+def test_delete_records_commits_a_log_start_entry_and_applies_it(tmp_path):
+    from cluster.broker.types import EARLIEST_TIMESTAMP
+    from cluster.raft.partition_log import log_start_of
+
+    log = PartitionRaftLog.open(str(tmp_path / "p"), LogConfig(segment_bytes=200),
+                                bootstrap=Configuration(frozenset((1, 2, 3))))
+    part = ReplicatedPartition(TopicPartition("t", 0), log, node_id=ME)
+    group = _CommittingGroup(log, part)
+    part.bind(group)
+    group.elect(ME, 1)
+
+    async def main() -> None:
+        for _ in range(5):
+            part.append(_batch([b"a", b"b"]), now_ms=0)
+        group.commit()
+        assert part.high_watermark == 10
+        with pytest.raises(BrokerError) as info:
+            await part.delete_records(11, timeout_s=1)
+        assert info.value.error_name == "OFFSET_OUT_OF_RANGE"
+        assert await part.delete_records(3, timeout_s=1) == 3
+        entry = log.entries(10, 11, 1 << 20)[0]  # the LOG_START entry, after the records it trims
+        assert log_start_of(entry.data) == 3 and part.high_watermark == 11
+        assert part.log_start_offset == 3 and part.list_offset(EARLIEST_TIMESTAMP) == (3, -1)
+        assert await part.delete_records(2, timeout_s=1) == 3  # never goes back, nothing proposed
+        assert log.last_index() == 10
+        assert await part.delete_records(11, timeout_s=1) == 11  # everything, the entry included
+        group.elect(2, 2)
+        with pytest.raises(BrokerError) as info:
+            await part.delete_records(11, timeout_s=1)
+        assert info.value.error_name == "NOT_LEADER_OR_FOLLOWER"
+
+    _run(main())
+    log.close()

@@ -47,12 +47,12 @@ def test_nulls_and_defaults_round_trip(key: int, version: int, response: bool) -
 def test_all_versions_of_the_readme_are_declared() -> None:
     expected = {0: 11, 1: 17, 2: 10, 3: 12, 8: 9, 9: 9, 10: 6, 11: 9, 12: 4, 13: 5, 14: 5, 15: 5,
                 16: 5, 17: 1, 18: 4, 19: 7, 20: 6, 21: 2, 22: 5, 23: 4, 24: 5, 25: 4, 26: 4,
-                28: 4, 32: 4, 36: 2, 37: 3, 47: 0, 60: 1}
+                28: 4, 32: 4, 36: 2, 37: 3, 42: 2, 47: 0, 60: 1}
     assert {int(key): hi for key, (lo, hi) in k.ADVERTISED_VERSIONS.items()} == expected
     assert all(lo == 0 for lo, _ in k.ADVERTISED_VERSIONS.values())
     flex = {0: 9, 1: 12, 2: 6, 3: 9, 8: 8, 9: 6, 10: 3, 11: 6, 12: 4, 13: 4, 14: 4, 15: 5, 16: 3,
             17: None, 18: 3, 19: 5, 20: 4, 21: 2, 22: 2, 23: 4, 24: 3, 25: 3, 26: 3, 28: 3,
-            32: 4, 36: 2, 37: 2, 47: None, 60: 0}
+            32: 4, 36: 2, 37: 2, 42: 2, 47: None, 60: 0}
     assert {int(key): v for key, v in k.FLEXIBLE_FROM.items()} == flex
     assert len(CASES) == 2 * sum(hi + 1 for hi in expected.values())
 

@@ -115,3 +115,19 @@ def test_tags_sorted_even_when_declared_out_of_order() -> None:
     wire = _enc(st, {"b": 2, "a": 1})
     assert wire == H("02" "01" "04" "00000001" "02" "04" "00000002")
     assert _dec(st, wire) == {"b": 2, "a": 1}
+
+
+@pytest.mark.parametrize("version,request_wire,response_wire", [
+    (0, "00000002" "000161" "00026263",
+     "00000000" "00000002" "000161" "0000" "00026263" "0045"),  # int32 arrays, int16 strings
+    (2, "03" "0261" "036263" "00",
+     "00000000" "03" "0261" "0000" "00" "036263" "0045" "00" "00"),  # compact, a tag section per struct
+])
+def test_delete_groups_request_and_response(version: int, request_wire: str, response_wire: str) -> None:
+    request = {"groups_names": ["a", "bc"]}
+    assert k.encode_body(k.ApiKey.DELETE_GROUPS, version, request, response=False, strict=True) == H(request_wire)
+    assert k.decode_body(k.ApiKey.DELETE_GROUPS, version, H(request_wire), response=False) == request
+    response = {"throttle_time_ms": 0, "results": [{"group_id": "a", "error_code": 0},
+                                                   {"group_id": "bc", "error_code": 69}]}  # NON_EMPTY_GROUP
+    assert k.encode_body(k.ApiKey.DELETE_GROUPS, version, response, response=True, strict=True) == H(response_wire)
+    assert k.decode_body(k.ApiKey.DELETE_GROUPS, version, H(response_wire), response=True) == response

@@ -407,3 +407,83 @@ def test_a_log_with_data_but_no_raft_metadata_is_refused(tmp_path) -> None:
     with pytest.raises(RaftLogCorrupt):
         PartitionRaftLog(lg)
     lg.close()
+
+
+# -- DeleteRecords: LOG_START entries -------------------------------------------------------------------------
+
+def _log_start(term: int, index: int, offset: int) -> Entry:
+    from cluster.raft.partition_log import log_start_batch
+
+    return Entry(term, index, index, DATA, log_start_batch(offset))
+
+
+def _with_log_start(tmp_path, offset: int = 5) -> PartitionRaftLog:
+    """Batches 0-1, 2-3, ..., 10-11 (small segments), then a LOG_START entry at 12 carrying ``offset``."""
+    s = PartitionRaftLog.open(str(tmp_path / "p"), LogConfig(segment_bytes=100), bootstrap=CFG)
+    s.append([data(1, i * 2, 2) for i in range(6)])
+    s.append([_log_start(1, 12, offset)])
+    return s
+
+
+def test_log_start_entry_applies_once_committed_and_survives_restart(tmp_path) -> None:
+    from cluster.raft.partition_log import log_start_of
+
+    s = _with_log_start(tmp_path)
+    stored = s.entries(12, 13, 1 << 20)
+    assert [(e.index, e.kind) for e in stored] == [(12, DATA)] and log_start_of(stored[0].data) == 5
+    assert log_start_of(batch(2)) is None
+    assert s.pending_log_starts == 1 and not s.log_start_due(11) and s.log_start_due(12)
+    assert s.apply_log_start(applied_index=11) == 0 and s.log.log_start_offset == 0  # not committed yet
+    assert s.apply_log_start(applied_index=12) == 5
+    # Records before 5 are gone (whole segments deleted); the Raft log starts at the entry holding 5, so its
+    # boundaries stay those of every replica, and a follower behind gets a snapshot at 3.
+    assert s.log.log_start_offset == 5 and s.log.segment_base_offsets[0] <= 4
+    assert (s.snapshot().index, s.snapshot().term, s.first_index()) == (3, 1, 4)
+    assert spans(s)[0] == (4, 5, 1, DATA) and s.term(4) == 1 and s.entry_span(4) == (4, 5, 1)
+    assert s.pending_log_starts == 0 and not s.log_start_due(12)
+    with pytest.raises(CompactedError):
+        s.entries(2, 4, 100)
+    s = reopen(s)
+    assert (s.log.log_start_offset, s.snapshot().index, s.first_index(), s.pending_log_starts) == (5, 3, 4, 0)
+    # A later, smaller log start changes nothing: it never goes back.
+    s.append([_log_start(1, 13, 2)])
+    assert s.apply_log_start(applied_index=13) == 5 and s.pending_log_starts == 0
+    s.close()
+
+
+def test_log_start_committed_before_a_crash_is_applied_after_restart(tmp_path) -> None:
+    # Crash after the commit, before the apply: the side index in raft-meta still lists the entry.
+    s = reopen(_with_log_start(tmp_path))
+    assert s.pending_log_starts == 1 and s.log.log_start_offset == 0
+    assert s.apply_log_start(applied_index=12) == 5
+    s.close()
+    # Crash after the log change, before the meta update: the boundary recorded first moves the snapshot point.
+    s = _with_log_start(tmp_path / "b")
+    point = s._boundary_before(4)
+    s._write_meta(s._snap, s._configs, {**s._candidates, 5: point})
+    s.log.delete_records_before(5)
+    s = reopen(s)
+    assert (s.log.log_start_offset, s.snapshot().index, s.first_index()) == (5, 3, 4)
+    assert s.pending_log_starts == 1 and s.apply_log_start(applied_index=12) == 5 and s.pending_log_starts == 0
+    s = reopen(s)
+    assert s.pending_log_starts == 0
+    s.close()
+
+
+def test_truncated_or_lost_log_start_entries_are_forgotten(tmp_path) -> None:
+    s = _with_log_start(tmp_path)
+    s.append([Entry(2, 12, 12, DATA, batch(1, "new"))])  # a new leader's entry replaces it (never committed)
+    assert s.pending_log_starts == 0
+    s = reopen(s)
+    assert s.pending_log_starts == 0 and s.apply_log_start(applied_index=12) == 0
+    # Meta lists an entry whose batch a crash lost (meta is written before the append): dropped on open.
+    s._write_meta(s._snap, s._configs, s._candidates, [(13, 2, 7)])
+    s = reopen(s)
+    assert s.pending_log_starts == 0
+    # A snapshot install from the leader replaces everything, the side index too.
+    s.append([_log_start(2, 13, 9)])
+    s.apply_snapshot(Snapshot(40, 3, CFG))
+    assert s.pending_log_starts == 0 and s.first_index() == 41
+    s = reopen(s)
+    assert s.pending_log_starts == 0
+    s.close()

@@ -7,7 +7,8 @@ needs: `require_known_member_id` (JoinGroup v4+), `supports_skip_assignment` (v9
 for v0, LeaveGroup v0-2's single member, OffsetFetch v8+'s groups split per group. Each answer carries the
 error where that version's client looks for it (top level, per group, per partition). Commits to partitions
 the broker does not have are refused with UNKNOWN_TOPIC_OR_PARTITION. Without a coordinator (none started next
-to this broker) everything is COORDINATOR_NOT_AVAILABLE. DeleteGroups is not in the codec, so not served.
+to this broker) everything is COORDINATOR_NOT_AVAILABLE. DeleteGroups answers per group as the core does
+(NOT_COORDINATOR where this broker does not coordinate it, GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 
 from consumer_groups import (
+    DeleteGroupsRequest,
     DescribeGroupsRequest,
     ErrorCode,
     HeartbeatRequest,
@@ -340,6 +342,21 @@ def describe_groups(svc: KafkaServices, header: RequestHeader, body: dict):
     return _submit(svc, request, build, unavailable)
 
 
+def delete_groups(svc: KafkaServices, header: RequestHeader, body: dict):
+    names = body["groups_names"]
+    if not names:
+        return {"throttle_time_ms": 0, "results": []}
+    request = DeleteGroupsRequest(tuple(names))
+
+    def build(r) -> dict:
+        # The core answers each distinct group once; a name asked twice gets the same answer twice.
+        errors = {g.group_id: int(g.error) for g in r.results}
+        return {"throttle_time_ms": 0, "results": [
+            {"group_id": g, "error_code": errors.get(g, _NA)} for g in dict.fromkeys(names)]}
+
+    return _submit(svc, request, build, lambda: {"throttle_time_ms": 0, "results": [
+        {"group_id": g, "error_code": _NA} for g in dict.fromkeys(names)]})
+
 HANDLERS = [
     Handler(ApiKey.FIND_COORDINATOR, 0, 6, find_coordinator),
     Handler(ApiKey.JOIN_GROUP, 0, 9, join_group),
@@ -348,6 +365,7 @@ HANDLERS = [
     Handler(ApiKey.SYNC_GROUP, 0, 5, sync_group),
     Handler(ApiKey.DESCRIBE_GROUPS, 0, 5, describe_groups),
     Handler(ApiKey.LIST_GROUPS, 0, 5, list_groups),
+    Handler(ApiKey.DELETE_GROUPS, 0, 2, delete_groups),
     Handler(ApiKey.OFFSET_COMMIT, 0, 9, offset_commit),
     Handler(ApiKey.OFFSET_FETCH, 0, 9, offset_fetch),
     Handler(ApiKey.OFFSET_DELETE, 0, 0, offset_delete),

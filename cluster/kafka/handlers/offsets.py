@@ -19,6 +19,7 @@ _MIN_VERSION_FOR = {MAX_TIMESTAMP: 7, EARLIEST_LOCAL_TIMESTAMP: 8, LATEST_TIERED
 _SCAN_CHUNK = 4 * 1024 * 1024
 _PREFIX = struct.Struct(">qi")  # baseOffset, batchLength
 _LAST_DELTA_AT, _MAX_TIMESTAMP_AT = 23, 35
+_MAX_DELETE_TIMEOUT_MS = 120_000  # a DeleteRecords waits at most this long for its commit, whatever it asks
 
 
 def _epoch_at(partition, offset: int) -> int:
@@ -196,6 +197,7 @@ def delete_records(svc: KafkaServices, header: RequestHeader, body: dict):
 
 
 async def _delete_records(svc: KafkaServices, body: dict) -> dict:
+    timeout_s = min(max(body["timeout_ms"], 1), _MAX_DELETE_TIMEOUT_MS) / 1000
     topics, partitions = _walk(svc, body, "name", "partition_index", {"error_code": 0, "low_watermark": -1})
     for result, partition, p in partitions:
         try:
@@ -205,23 +207,11 @@ async def _delete_records(svc: KafkaServices, body: dict) -> dict:
                 offset = hw  # Kafka's "delete everything visible"
             if offset < 0 or offset > hw:
                 raise OffsetOutOfRangeError(f"offset {offset} is outside [0, high watermark {hw}]")
-            result["low_watermark"] = await _delete_before(svc.broker, partition, offset)
+            # The Partition seam: a replicated partition commits the new log start through its Raft group.
+            result["low_watermark"] = await partition.delete_records(offset, timeout_s=timeout_s)
         except BrokerError as exc:
             result["error_code"] = code_of(exc.error_name)
     return {"throttle_time_ms": 0, "topics": topics}
-
-
-async def _delete_before(broker, partition, offset: int) -> int:
-    core = getattr(broker, "delete_records", None)
-    if core is not None:  # the broker core's own (see the listener's notes): goes through the Partition seam
-        return await core(partition.topic_partition.topic, partition.topic_partition.partition, offset)
-    log = getattr(partition, "log", None)
-    if log is None:
-        raise BrokerError("DeleteRecords is not supported by this partition type", error_name="INVALID_REQUEST")
-    try:
-        return await asyncio.to_thread(log.delete_records_before, offset)
-    except Exception as exc:
-        raise translate(exc) from exc
 
 
 HANDLERS = [

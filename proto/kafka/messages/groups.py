@@ -247,6 +247,20 @@ OFFSET_FETCH = Api(ApiKey.OFFSET_FETCH, "0-9", flexible="6+",
 )
 
 
+# v1: same as v0 (throttling after the response); v2: flexible.
+DELETE_GROUPS = Api(ApiKey.DELETE_GROUPS, "0-2", flexible="2+",
+    request=(
+        F("groups_names", Array(STRING)),
+    ),
+    response=(
+        F("throttle_time_ms", INT32),
+        F("results", Array(Struct("DeletableGroupResult",
+            F("group_id", STRING),
+            F("error_code", INT16),
+        ))),
+    ),
+)
+
 OFFSET_DELETE = Api(ApiKey.OFFSET_DELETE, "0", flexible="none",
     request=(
         F("group_id", STRING),
