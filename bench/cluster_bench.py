@@ -103,8 +103,10 @@ def free_base_port(nodes: int) -> int:
 class Cluster:
     """`tidelog cluster up` on entry, `tidelog cluster down` on exit (then SIGKILL by verified PID if needed)."""
 
-    def __init__(self, data_dir: Path, nodes: int, replication_factor: int, timeout: float) -> None:
+    def __init__(self, data_dir: Path, nodes: int, replication_factor: int, timeout: float,
+                 serve_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.serve_args = tuple(serve_args)  # extra `tidelog serve` flags of every node
         self.nodes = nodes
         self.replication_factor = replication_factor
         self.timeout = timeout
@@ -120,7 +122,8 @@ class Cluster:
         log(f"starting a {self.nodes}-node cluster (base port {self.base_port}, data {self.data_dir})")
         result = self._cli("up", "--nodes", str(self.nodes), "--data-dir", str(self.data_dir), "--base-port",
                            str(self.base_port), "--replication-factor", str(self.replication_factor),
-                           "--timeout", str(self.timeout), timeout=self.timeout + 60)
+                           "--timeout", str(self.timeout), *(f"--serve-arg={a}" for a in self.serve_args),
+                           timeout=self.timeout + 60)
         sys.stderr.write(result.stderr)
         if result.returncode != 0:
             self.__exit__()

@@ -3,6 +3,7 @@
     python bench/latency_probe.py                        # 3 nodes, RF 3, acks=all, 5,000 msg/s, 10 s per run
     python bench/latency_probe.py --linger default,1,0   # client default linger, then 1 ms, then 0 ms
     python bench/latency_probe.py --clients grpc --seconds 5 --repeat 3
+    python bench/latency_probe.py --raft-transport grpc  # brokers talk over gRPC instead of framed TCP
 
 One cluster (`tidelog cluster up`, as bench/cluster_bench.py starts it) serves every run; each run produces to
 a fresh topic of `--partitions` partitions. For each client (`grpc`: tidelog.Producer; `kafka`: confluent-kafka)
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", type=float, default=0.0, metavar="SECONDS",
                         help="profile broker 1 with py-spy during the first run (raw output in --data-dir)")
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--raft-transport", choices=("tcp", "grpc"), default=None,
+                        help="inter-broker carrier of the nodes (default: tidelog serve's, tcp)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     lingers = [None if x.strip() == "default" else float(x) for x in args.linger.split(",")]
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tidelog-latency-probe-"))
     rows = []
     try:
-        with Cluster(data_dir / "cluster", args.nodes, args.replication_factor, 120.0) as cluster:
+        serve_args = (f"--raft-transport={args.raft_transport}",) if args.raft_transport else ()
+        with Cluster(data_dir / "cluster", args.nodes, args.replication_factor, 120.0, serve_args) as cluster:
             n = 0
             for rep in range(args.repeat):
                 for client in clients:

@@ -2,8 +2,9 @@
 
     python bench/raft_bench.py                  # 1 and 100 groups x 100 B and 16 KiB batches, 10 s each
     python bench/raft_bench.py --seconds 3      # quicker
+    python bench/raft_bench.py --transport grpc # the gRPC carrier between the nodes (default: tcp)
 
-Each workload starts a fresh 3-node cluster (every node a voter of every group, real gRPC streams between
+Each workload starts a fresh 3-node cluster (every node a voter of every group, real connections between
 the processes, fsync per drain on the local disk), waits for every group to have a leader, then asks every
 node to run a closed loop on the groups it leads (multi-group runs first spread the leaders evenly):
 ``--inflight`` proposals outstanding per group (1 group) or
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster.raft.demo_node import DemoCluster
+from cluster.raft.transport import CARRIERS, DEFAULT_CARRIER
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -60,8 +62,9 @@ async def balance(c: DemoCluster, led: dict[str, int], deadline: float) -> dict[
     return led
 
 
-async def run_workload(root: str, groups: int, payload: int, inflight: int, seconds: float) -> dict:
-    c = DemoCluster(root, 3, groups=groups)
+async def run_workload(root: str, groups: int, payload: int, inflight: int, seconds: float,
+                       transport: str = DEFAULT_CARRIER) -> dict:
+    c = DemoCluster(root, 3, groups=groups, transport=transport)
     try:
         c.start_all()
         deadline = time.monotonic() + 60
@@ -97,6 +100,8 @@ def main() -> int:
     parser.add_argument("--inflight-multi", type=int, default=8, help="outstanding proposals per group, 100 groups")
     parser.add_argument("--groups", type=int, default=100, help="group count of the multi-raft runs")
     parser.add_argument("--dir", default=None, help="data directory (default: a temporary one)")
+    parser.add_argument("--transport", choices=CARRIERS, default=DEFAULT_CARRIER,
+                        help=f"inter-node carrier of the demo nodes (default {DEFAULT_CARRIER})")
     args = parser.parse_args()
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}", file=sys.stderr)
     workloads = [(1, 100, args.inflight), (1, 16384, args.inflight),
@@ -106,7 +111,7 @@ def main() -> int:
         root = tempfile.mkdtemp(prefix="raft-bench-", dir=args.dir)
         try:
             print(f"  running {groups} group(s) x {payload} B ...", file=sys.stderr, flush=True)
-            rows.append(asyncio.run(run_workload(root, groups, payload, inflight, args.seconds)))
+            rows.append(asyncio.run(run_workload(root, groups, payload, inflight, args.seconds, args.transport)))
         finally:
             shutil.rmtree(root, ignore_errors=True)
     print(f"\n{'groups':>6} {'batch B':>8} {'inflight':>9} {'proposals/s':>12} {'MB/s':>8} "

@@ -149,6 +149,10 @@ def _add_serve(commands, client) -> None:
                         "1=127.0.0.1:7113,2=127.0.0.1:7123,3=127.0.0.1:7133 (default: a one-node cluster)")
     p.add_argument("--raft-port", type=_port, metavar="PORT",
                    help="inter-broker port to listen on (default: this node's port in --peers; 0: any free port)")
+    p.add_argument("--raft-transport", choices=("tcp", "grpc"),
+                   help="how brokers talk to each other on the raft port: tcp (framed asyncio TCP, the default, "
+                        "~tens of microseconds per hop) or grpc (a gRPC stream per broker pair, ~1 ms per hop); "
+                        "every broker of a cluster must use the same")
     p.add_argument("--controller-voters", metavar="ID,...",
                    help="brokers that vote in the controller group (default: the first 3 peers)")
     p.add_argument("--rack", metavar="RACK", help="rack of this broker (replicas are spread across racks)")
@@ -302,6 +306,7 @@ def cmd_serve(args) -> int:
         "log_level": args.log_level,
         "peers": args.peers,
         "raft_port": args.raft_port,
+        "raft_transport": args.raft_transport,
         "controller_voters": args.controller_voters,
         "rack": args.rack,
         "default_replication_factor": args.default_replication_factor,

@@ -40,6 +40,7 @@ class ServerSettings:
     # The cluster (docs/cluster-design.md). Without peers the node is a one-node cluster.
     peers: str | None = None  # "1=127.0.0.1:7113,2=127.0.0.1:7123,...": every broker's raft address
     raft_port: int | None = None  # inter-broker port (default: this node's port in peers; 0: any free port)
+    raft_transport: str = "tcp"  # inter-broker carrier on the raft port: "tcp" (framed asyncio TCP) or "grpc"
     controller_voters: str | None = None  # "1,2,3" (default: the first 3 peers)
     rack: str | None = None
     default_replication_factor: int = 3  # of new topics (capped by the number of brokers)
@@ -79,7 +80,8 @@ class ServerSettings:
         if voters and [v for v in voters if v not in peers]:
             raise SettingsError(f"--controller-voters {self.controller_voters} names nodes not in --peers")
         return ClusterSettings(node_id=node_id, peers=peers, data_dir=Path(self.data_dir), host=advertised,
-                               raft_listen=f"{bind}:{listen_port}", controller_voters=voters, rack=self.rack,
+                               raft_listen=f"{bind}:{listen_port}", raft_transport=self.raft_transport,
+                               controller_voters=voters, rack=self.rack,
                                default_replication_factor=self.default_replication_factor)
 
 
@@ -118,6 +120,13 @@ def _convert(name: str, value: Any, origin: str) -> Any:
             return port
         if name == "rack":
             return str(value) if value not in (None, "") else None
+        if name == "raft_transport":
+            from cluster.raft.transport import CARRIERS
+
+            text = str(value).strip().lower()
+            if text not in CARRIERS:
+                raise ValueError(f"expected {' or '.join(CARRIERS)}")
+            return text
         if name in ("metrics_port", "kafka_port"):
             if value is None or str(value).strip().lower() in ("off", "none", "disabled", "-1"):
                 return None

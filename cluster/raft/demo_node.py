@@ -1,7 +1,7 @@
 """A stand-alone Raft node for tests and benchmarks: one RaftHost + RaftTransport + N partition-log groups.
 
     python -m cluster.raft.demo_node --node-id 1 --peers 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 \\
-        --data-dir /tmp/n1 [--groups 1] [--tick-ms 50]
+        --data-dir /tmp/n1 [--groups 1] [--tick-ms 50] [--transport tcp|grpc]
 
 Listens on its own address from --peers. Prints ``READY node=N port=P pid=PID`` on stdout when serving.
 Internal Call methods (RaftTransport.call), all JSON in and out:
@@ -31,7 +31,7 @@ from storage.record_batch import RecordInput, build_batch, iter_records
 
 from .host import GroupListener, RaftGroup, RaftHost
 from .partition_log import PartitionRaftLog
-from .transport import RaftTransport
+from .transport import CARRIERS, DEFAULT_CARRIER, RaftTransport
 from .types import NotLeaderError, ProposalDroppedError, ProposalError, Role
 
 log = logging.getLogger("tidelog.raft.demo")
@@ -61,7 +61,8 @@ class Node:
         self.logs: dict[str, PartitionRaftLog] = {}
         self.groups: dict[str, RaftGroup] = {}
         rng = random.Random(args.seed * 1000 + self.node_id)
-        self.transport = RaftTransport(self.node_id, self.peers, listen=self.peers[self.node_id], rng=rng)
+        self.transport = RaftTransport(self.node_id, self.peers, listen=self.peers[self.node_id], rng=rng,
+                                       carrier=args.transport)
         self.host = RaftHost(self.node_id, self.transport, state_dir=os.path.join(args.data_dir, "raft"),
                              tick_ms=args.tick_ms, election_ticks=args.election_ticks,
                              heartbeat_ticks=args.heartbeat_ticks, rng=rng, io_threads=args.io_threads)
@@ -193,7 +194,7 @@ class DemoCluster:
     """N demo-node processes on 127.0.0.1 with free ports. Only ever signals the PIDs it started."""
 
     def __init__(self, root: str, n: int = 3, *, groups: int = 1, extra_args: tuple[str, ...] = (),
-                 startup_timeout: float = 30.0) -> None:
+                 startup_timeout: float = 30.0, transport: str = DEFAULT_CARRIER) -> None:
         self.root = root
         self.ids = list(range(1, n + 1))
         ports = free_ports(n)
@@ -202,7 +203,8 @@ class DemoCluster:
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.procs: dict[int, object] = {}
-        self.client = RaftTransport(10_000, self.addresses)  # never started: unary calls only
+        self.transport = transport
+        self.client = RaftTransport(10_000, self.addresses, carrier=transport)  # never started: calls only
 
     def data_dir(self, nid: int) -> str:
         return os.path.join(self.root, f"node{nid}")
@@ -212,7 +214,8 @@ class DemoCluster:
 
         peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
         args = [sys.executable, "-m", "cluster.raft.demo_node", "--node-id", str(nid), "--peers", peers,
-                "--data-dir", self.data_dir(nid), "--groups", str(self.groups), *self.extra_args]
+                "--data-dir", self.data_dir(nid), "--groups", str(self.groups), "--transport", self.transport,
+                *self.extra_args]
         os.makedirs(self.data_dir(nid), exist_ok=True)
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         with open(os.path.join(self.root, f"node{nid}.stderr"), "ab") as err:
@@ -341,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-bytes", type=int, default=1 << 30)
     parser.add_argument("--io-threads", type=int, default=32, help="fsync thread pool size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--transport", choices=CARRIERS, default=DEFAULT_CARRIER,
+                        help=f"inter-node carrier (default {DEFAULT_CARRIER})")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--profile", default=None, help="write cProfile stats of the run to this file")
     args = parser.parse_args(argv)

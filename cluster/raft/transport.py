@@ -1,17 +1,25 @@
-"""RaftTransport: the inter-broker gRPC link (service tidelog.internal.v1.Raft, proto/rpc/raft.proto).
+"""RaftTransport: the inter-broker link of the Raft host (docs/cluster-design.md, "Transport").
 
-* One bidirectional ``Stream`` per node pair, dialed by the lower node id, carrying the Raft messages of
-  every group on that pair (multi-raft) plus LeaderHints. ``send`` never blocks: messages go into the
-  peer's bounded queue and its writer task coalesces everything queued into ONE Envelope per write, so
-  a host drain's messages for a peer travel together and heartbeats of all groups share an envelope.
-  While a write is in flight, new messages pile up and leave together next (natural batching).
+* One connection per node pair, dialed by the lower node id, carrying the Raft messages of every group on
+  that pair (multi-raft) plus LeaderHints as protobuf ``Envelope``s (proto/rpc/raft.proto). ``send`` never
+  blocks: messages go into the peer's bounded queue and its writer task coalesces everything queued into
+  envelopes of about ENVELOPE_TARGET_BYTES, so a host drain's messages for a peer travel together and
+  heartbeats of all groups share an envelope.
 * Full queue or no connection: the message is dropped and the cores hear ``report_unreachable`` through
   the ``on_unreachable`` callback; Raft retransmits. The host is never blocked by a slow peer.
 * The dialer reconnects with exponential backoff and jitter (seeded rng); the acceptor keeps the newest
-  stream a peer opened. Keepalive pings detect a dead peer within a few seconds; a killed process is
+  connection a peer opened. Keepalive pings detect a dead peer within a few seconds; a killed process is
   noticed at once (its sockets reset).
-* ``Call(method, payload) -> bytes``: a tiny unary RPC for the cluster runtime with a handler registry,
-  on the same server (forward a controller command, a membership change) without another .proto.
+* ``call(node, method, payload) -> bytes``: a tiny unary RPC for the cluster runtime with a handler registry
+  (forward a controller command, a membership change) on the same port.
+
+Two carriers move the same envelopes and calls, picked by ``carrier=`` (``tidelog serve --raft-transport``):
+* ``tcp`` (transport_tcp.py, the default): one plain asyncio TCP connection per pair with length-prefixed
+  frames; a write is a ``transport.write`` (no await unless the socket buffer is above its high-water mark):
+  tens of microseconds per hop.
+* ``grpc`` (transport_grpc.py): a bidirectional gRPC ``Stream`` per pair plus a unary ``Call`` RPC (service
+  tidelog.internal.v1.Raft); ~1.2 ms per hop (grpc.aio's poller thread and one write in flight per stream).
+This module holds what both share: encoding, peer queues, coalescing, hints, the handler registry, stats.
 
 Messages are encoded with entries as packed metadata (term, index, last_index, kind) + one bytes field per
 entry holding its data (a RecordBatch) as is.
@@ -26,10 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-import grpc
-
 from proto.rpc import raft_pb2 as pb
-from proto.rpc import raft_pb2_grpc as pb_grpc
 
 from .types import (
     AppendEntries,
@@ -56,6 +61,8 @@ MAX_MESSAGE_BYTES = 256 * MiB  # one envelope; a controller snapshot is the larg
 DEFAULT_QUEUE_MESSAGES = 50_000
 DEFAULT_QUEUE_BYTES = 256 * MiB
 ENVELOPE_TARGET_BYTES = 8 * MiB  # a writer splits what is queued into envelopes of about this size
+CARRIERS = ("tcp", "grpc")
+DEFAULT_CARRIER = "tcp"
 
 _F_PRE_VOTE = 1
 _F_REJECT = 2
@@ -212,34 +219,40 @@ def decode_message(p: pb.RaftMessage) -> Message:
 
 
 # ---------------------------------------------------------------------------------------------
-# Peers
+# Peers and connections (shared by both carriers)
 # ---------------------------------------------------------------------------------------------
 
 
-class _Stream:
-    """The writable side of one connected stream (client call or server context)."""
+class Connection:
+    """One connected link to a peer, as the shared writer sees it. A carrier subclasses it."""
 
-    __slots__ = ("closed", "write")
+    __slots__ = ("closed",)
 
-    def __init__(self, write: Callable[[pb.Envelope], Awaitable[None]]) -> None:
-        self.write = write
+    def __init__(self) -> None:
         self.closed = False
+
+    async def write(self, env: pb.Envelope) -> None:
+        """Send one envelope. Raises ConnectionError when the link is dead; ValueError when the envelope
+        cannot be sent at all (too large): it is dropped."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class _Peer:
     __slots__ = (
         "address",
-        "channel",
         "connected_once",
         "dialer",
         "dropped",
         "hints",
+        "link",
         "node_id",
         "queue",
         "queued_bytes",
         "sent_envelopes",
         "stream",
-        "stub",
         "wake",
         "writer",
         "writing",
@@ -248,9 +261,8 @@ class _Peer:
     def __init__(self, node_id: NodeId, address: str | None) -> None:
         self.node_id = node_id
         self.address = address
-        self.channel: grpc.aio.Channel | None = None
-        self.stub: pb_grpc.RaftStub | None = None
-        self.stream: _Stream | None = None
+        self.link: object | None = None  # the carrier's own per-peer state (gRPC channel, a calls-only link)
+        self.stream: Connection | None = None
         self.queue: deque[tuple[Message, int]] = deque()  # (message, data bytes)
         self.hints: list[LeaderHint] = []
         self.queued_bytes = 0
@@ -260,7 +272,7 @@ class _Peer:
         self.connected_once = False
         self.sent_envelopes = 0
         self.dropped = 0
-        self.writing: _Stream | None = None  # the stream a write is in flight on
+        self.writing: Connection | None = None  # the connection a write is in flight on
 
 
 def _data_bytes(m: Message) -> int:
@@ -272,8 +284,39 @@ def _data_bytes(m: Message) -> int:
     return 0
 
 
+class Carrier:
+    """What moves envelopes and calls between brokers (transport_tcp.TcpCarrier, transport_grpc.GrpcCarrier).
+    It calls back into the transport: ``_attach``/``_detach`` a peer's connection, ``_receive`` an envelope,
+    ``_serve_call`` a call, ``_drop_queue`` on a lost connection."""
+
+    name = ""
+
+    def __init__(self, transport: RaftTransport) -> None:
+        self.t = transport
+
+    async def start(self) -> int:
+        """Listen on ``transport.listen``; returns the port."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """After every peer is stopped: end the server and every connection and task left."""
+        raise NotImplementedError
+
+    async def session(self, peer: _Peer) -> bool:
+        """Dial ``peer``, attach the connection and serve it until it ends. Returns whether it got connected
+        (the transport's dial loop then restarts its backoff). Connection failures are logged, not raised."""
+        raise NotImplementedError
+
+    def peer_stopped(self, peer: _Peer) -> None:
+        """``peer`` was removed (or the transport closes): release its per-peer state."""
+
+    async def call(self, peer: _Peer, method: str, payload: bytes, timeout: float) -> bytes:
+        raise NotImplementedError
+
+
 class RaftTransport:
-    """See the module docstring. Build, ``set_receiver`` (the host does), ``await start()``."""
+    """See the module docstring. Build, ``set_receiver`` (the host does), ``await start()``.
+    ``carrier``: "tcp" (framed asyncio TCP, the default) or "grpc"."""
 
     def __init__(
         self,
@@ -287,8 +330,11 @@ class RaftTransport:
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 2.0,
         keepalive_ms: int = 2000,
+        carrier: str = DEFAULT_CARRIER,
     ) -> None:
         assert node_id > 0
+        if carrier not in CARRIERS:
+            raise ValueError(f"unknown raft transport {carrier!r}: expected one of {', '.join(CARRIERS)}")
         self.node_id = node_id
         self.listen = listen
         self.port: int | None = None
@@ -305,11 +351,22 @@ class RaftTransport:
         self._on_messages: Callable[[list[Message]], None] | None = None
         self._on_unreachable: Callable[[NodeId, set[GroupId]], None] | None = None
         self._hint_callbacks: list[Callable[[NodeId, list[LeaderHint]], None]] = []
-        self._server: grpc.aio.Server | None = None
         self._closed = False
         self._started = False
         self.received_envelopes = 0
         self.bad_messages = 0
+        if carrier == "tcp":
+            from .transport_tcp import TcpCarrier
+
+            self._carrier: Carrier = TcpCarrier(self)
+        else:
+            from .transport_grpc import GrpcCarrier
+
+            self._carrier = GrpcCarrier(self)
+
+    @property
+    def carrier(self) -> str:
+        return self._carrier.name
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -357,23 +414,7 @@ class RaftTransport:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        ka = self._keepalive_ms
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", ka),
-            ("grpc.keepalive_timeout_ms", ka),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", max(100, ka // 2)),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", max(100, ka // 2)),
-            ("grpc.http2.max_ping_strikes", 0),
-            ("grpc.so_reuseport", 0),
-        ])
-        pb_grpc.add_RaftServicer_to_server(_Servicer(self), self._server)
-        self.port = self._server.add_insecure_port(self.listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.listen}")
-        await self._server.start()
+        self.port = await self._carrier.start()
         self._started = True
         for peer in self._peers.values():
             self._start_peer(peer)
@@ -382,53 +423,38 @@ class RaftTransport:
         if self._closed:
             return
         self._closed = True
-        channels = [p.channel for p in self._peers.values() if p.channel is not None]
         tasks = [t for p in self._peers.values() for t in (p.writer, p.dialer) if t is not None]
         for peer in self._peers.values():
-            peer.channel = None
             self._stop_peer(peer)
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.stop(grace=0.2)
-        for ch in channels:
-            await ch.close()
+        await self._carrier.close()
 
     def _start_peer(self, peer: _Peer) -> None:
-        peer.writer = asyncio.get_running_loop().create_task(self._write_loop(peer))
+        loop = asyncio.get_running_loop()
+        peer.writer = loop.create_task(self._write_loop(peer))
         if self.node_id < peer.node_id and peer.address:
-            peer.dialer = asyncio.get_running_loop().create_task(self._dial_loop(peer))
+            peer.dialer = loop.create_task(self._dial_loop(peer))
+
+    async def _dial_loop(self, peer: _Peer) -> None:
+        """Keep a connection to ``peer`` (this node dials it): exponential backoff with jitter (seeded rng)."""
+        initial, cap = self._backoff
+        delay = initial
+        while not self._closed:
+            if await self._carrier.session(peer):
+                delay = initial
+            if self._closed:
+                return
+            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+            delay = min(cap, delay * 2)
 
     def _stop_peer(self, peer: _Peer) -> None:
         for t in (peer.writer, peer.dialer):
             if t is not None:
                 t.cancel()
         if peer.stream is not None:
-            peer.stream.closed = True
+            peer.stream.close()
             peer.stream = None
-        if peer.channel is not None:
-            asyncio.get_running_loop().create_task(peer.channel.close())
-            peer.channel = None
-
-    def _channel(self, peer: _Peer) -> pb_grpc.RaftStub:
-        if peer.stub is None or peer.channel is None:
-            if not peer.address:
-                raise PeerUnavailableError(f"no address for node {peer.node_id}")
-            ka = self._keepalive_ms
-            peer.channel = grpc.aio.insecure_channel(peer.address, options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.keepalive_time_ms", ka),
-                ("grpc.keepalive_timeout_ms", ka),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
-                # gRPC's own reconnect backoff would otherwise grow to 2 minutes while a peer is down.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", int(self._backoff[1] * 1000)),
-                ("grpc.enable_retries", 0),
-            ])
-            peer.stub = pb_grpc.RaftStub(peer.channel)
-        return peer.stub
+        self._carrier.peer_stopped(peer)
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -478,7 +504,9 @@ class RaftTransport:
                 log.exception("leader hint callback failed")
 
     async def _write_loop(self, peer: _Peer) -> None:
-        """Coalesce whatever is queued into envelopes and write them, one write at a time."""
+        """Coalesce whatever is queued into envelopes of about ENVELOPE_TARGET_BYTES and write them. The gRPC
+        carrier awaits each write (what piles up meanwhile leaves together next); the TCP carrier's write
+        returns at once unless the socket's buffer is above its high-water mark."""
         while True:
             await peer.wake.wait()
             peer.wake.clear()
@@ -510,14 +538,17 @@ class RaftTransport:
                 try:
                     await stream.write(env)
                     peer.sent_envelopes += 1
-                except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError, asyncio.InvalidStateError) as exc:
+                except ValueError as exc:  # this envelope cannot travel (too large): Raft retransmits
+                    log.error("node %d: dropping an envelope for node %d: %s", self.node_id, peer.node_id, exc)
+                    self._report(peer.node_id, groups)
+                except ConnectionError as exc:
                     log.debug("write to node %d failed: %s", peer.node_id, exc)
                     self._detach(peer, stream)
                     self._report(peer.node_id, groups)
                     self._drop_queue(peer)
                     break
                 except asyncio.CancelledError:
-                    # The stream died or was replaced under a write that would never finish (see
+                    # The connection died or was replaced under a write that would never finish (see
                     # _unblock_writer): what it carried is lost; Raft retransmits.
                     self._report(peer.node_id, groups)
                     raise
@@ -536,34 +567,34 @@ class RaftTransport:
         if groups and self._on_unreachable is not None:
             self._on_unreachable(node_id, groups)
 
-    # -- connections -----------------------------------------------------------------------------
+    # -- connections (the carriers call these) ---------------------------------------------------
 
-    def _unblock_writer(self, peer: _Peer, stream: _Stream) -> None:
-        """A write on a dead stream may never complete: restart the peer's writer."""
+    def _unblock_writer(self, peer: _Peer, stream: Connection) -> None:
+        """A write on a dead connection may never complete: restart the peer's writer."""
         if peer.writing is stream and peer.writer is not None and not self._closed:
             peer.writer.cancel()
             peer.writing = None
             peer.writer = asyncio.get_running_loop().create_task(self._write_loop(peer))
             peer.wake.set()
 
-    def _attach(self, peer: _Peer, stream: _Stream) -> None:
+    def _attach(self, peer: _Peer, stream: Connection) -> None:
         old = peer.stream
         if old is not None and old is not stream:
-            old.closed = True
+            old.close()
             self._unblock_writer(peer, old)
         peer.stream = stream
         if not peer.connected_once:
-            log.info("node %d: connected to node %d", self.node_id, peer.node_id)
+            log.info("node %d: connected to node %d (%s)", self.node_id, peer.node_id, self.carrier)
         else:
-            log.info("node %d: reconnected to node %d", self.node_id, peer.node_id)
+            log.info("node %d: reconnected to node %d (%s)", self.node_id, peer.node_id, self.carrier)
         peer.connected_once = True
 
-    def _detach(self, peer: _Peer, stream: _Stream) -> None:
-        stream.closed = True
+    def _detach(self, peer: _Peer, stream: Connection) -> None:
+        stream.close()
         self._unblock_writer(peer, stream)
         if peer.stream is stream:
             peer.stream = None
-            log.info("node %d: lost the stream to node %d", self.node_id, peer.node_id)
+            log.info("node %d: lost the connection to node %d", self.node_id, peer.node_id)
 
     def _receive(self, env: pb.Envelope) -> None:
         self.received_envelopes += 1
@@ -588,71 +619,14 @@ class RaftTransport:
             hints = [LeaderHint(_get_group(h), h.leader_id, h.term, tuple(h.isr)) for h in env.hints]
             self._deliver_hints(env.from_node, hints)
 
-    async def _dial_loop(self, peer: _Peer) -> None:
-        initial, cap = self._backoff
-        delay = initial
-        while not self._closed:
-            stream: _Stream | None = None
-            call = None
-            try:
-                stub = self._channel(peer)
-                call = stub.Stream()
-                await call.write(pb.Envelope(from_node=self.node_id))  # hello
-                hello = await call.read()
-                if hello is grpc.aio.EOF:
-                    raise ConnectionError("stream closed during the hello")
-                stream = _Stream(call.write)
-                self._attach(peer, stream)
-                delay = initial
-                self._receive(hello)
-                while not stream.closed:
-                    env = await call.read()
-                    if env is grpc.aio.EOF:
-                        break
-                    self._receive(env)
-            except asyncio.CancelledError:
-                if call is not None:
-                    call.cancel()
-                raise
-            except (grpc.aio.AioRpcError, ConnectionError, grpc.aio.UsageError) as exc:
-                log.debug("node %d: stream to node %d failed: %s", self.node_id, peer.node_id, exc)
-            finally:
-                if stream is not None:
-                    self._detach(peer, stream)
-                    if peer.queue:
-                        self._drop_queue(peer)
-                if call is not None:
-                    call.cancel()
-            if self._closed:
-                return
-            await asyncio.sleep(delay * (0.5 + self._rng.random()))
-            delay = min(cap, delay * 2)
-
-    async def _serve_stream(self, request_iterator, context) -> None:
-        first = await context.read()
-        if first is grpc.aio.EOF:
-            return
-        peer_id = first.from_node
-        if peer_id == self.node_id or peer_id == 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad hello")
-            return
+    def _accept_peer(self, peer_id: NodeId) -> _Peer | None:
+        """A node dialed us: its peer record (the gRPC carrier answers nodes it has no address for)."""
         peer = self._peers.get(peer_id)
-        if peer is None:  # a node we have no address for dialed us: we can still answer on its stream
+        if peer is None:
             peer = self._peers[peer_id] = _Peer(peer_id, None)
             if self._started:
                 self._start_peer(peer)
-        await context.write(pb.Envelope(from_node=self.node_id))  # hello back
-        stream = _Stream(context.write)
-        self._attach(peer, stream)
-        try:
-            self._receive(first)
-            while not stream.closed and not self._closed:
-                env = await context.read()
-                if env is grpc.aio.EOF:
-                    break
-                self._receive(env)
-        finally:
-            self._detach(peer, stream)
+        return peer
 
     # -- unary calls -----------------------------------------------------------------------------
 
@@ -664,17 +638,7 @@ class RaftTransport:
         peer = self._peers.get(node_id)
         if peer is None:
             raise PeerUnavailableError(f"unknown node {node_id}")
-        stub = self._channel(peer)
-        try:
-            resp = await stub.Call(pb.CallRequest(method=method, payload=payload), timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise TimeoutError(f"call {method} to node {node_id} timed out after {timeout}s") from exc
-            raise PeerUnavailableError(f"call {method} to node {node_id} failed: {exc.code().name} "
-                                       f"{exc.details()}") from exc
-        if resp.error:
-            raise RemoteCallError(resp.error)
-        return resp.payload
+        return await self._carrier.call(peer, method, payload, timeout)
 
     async def _invoke(self, method: str, payload: bytes) -> bytes:
         handler = self._handlers.get(method)
@@ -682,28 +646,18 @@ class RaftTransport:
             raise RemoteCallError(f"no handler for method {method!r} on node {self.node_id}")
         return await handler(payload)
 
-    async def _serve_call(self, request: pb.CallRequest, context) -> pb.CallResponse:
+    async def _serve_call(self, method: str, payload: bytes) -> tuple[bytes, str]:
+        """Run a peer's call: (payload, "") or (b"", error)."""
         try:
-            return pb.CallResponse(payload=await self._invoke(request.method, request.payload))
+            return await self._invoke(method, payload), ""
         except RemoteCallError as exc:
-            return pb.CallResponse(error=str(exc))
+            return b"", str(exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the caller gets the error; this node carries on
-            log.debug("handler %s failed", request.method, exc_info=True)
-            return pb.CallResponse(error=f"{type(exc).__name__}: {exc}")
+            log.debug("handler %s failed", method, exc_info=True)
+            return b"", f"{type(exc).__name__}: {exc}"
 
     def stats(self) -> dict[NodeId, dict[str, int | bool]]:
-        return {nid: {"connected": p.stream is not None, "queued": len(p.queue), "dropped": p.dropped,
-                      "sent_envelopes": p.sent_envelopes} for nid, p in self._peers.items()}
-
-
-class _Servicer(pb_grpc.RaftServicer):
-    def __init__(self, transport: RaftTransport) -> None:
-        self._t = transport
-
-    async def Stream(self, request_iterator, context):
-        await self._t._serve_stream(request_iterator, context)
-
-    async def Call(self, request, context):
-        return await self._t._serve_call(request, context)
+        return {nid: {"connected": p.stream is not None, "queued": len(p.queue), "queued_bytes": p.queued_bytes,
+                      "dropped": p.dropped, "sent_envelopes": p.sent_envelopes} for nid, p in self._peers.items()}

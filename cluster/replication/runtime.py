@@ -88,6 +88,7 @@ class ClusterSettings:
     data_dir: Path
     host: str = "127.0.0.1"  # the address other brokers and clients reach this broker at
     raft_listen: str | None = None  # where the transport listens (default: the own entry of peers)
+    raft_transport: str = "tcp"  # the inter-broker carrier: "tcp" (framed asyncio TCP) or "grpc"
     controller_voters: list[int] | None = None  # default: the first 3 peers (all if fewer)
     rack: str | None = None
     default_replication_factor: int = 3
@@ -150,7 +151,8 @@ class ClusterRuntime:
         s = self.settings
         self.broker = broker
         listen = s.raft_listen or s.peers[self.node_id]
-        self.transport = RaftTransport(self.node_id, dict(s.peers), listen=listen, rng=self._rng)
+        self.transport = RaftTransport(self.node_id, dict(s.peers), listen=listen, rng=self._rng,
+                                       carrier=s.raft_transport)
         self.transport.on_leader_hint(self._on_hints)
         self.controller = Controller(self.node_id)
         self.transport.register_handler(PROPOSE_METHOD, self.controller.handle_propose)
@@ -192,8 +194,8 @@ class ClusterRuntime:
             await self._wait_reconciled(self.metadata.applied_index, STARTUP_REPLAY_S)
         except RequestTimedOutError as exc:
             log.warning("node %d starts before its metadata is replayed: %s", self.node_id, exc)
-        log.info("cluster runtime of node %d started: peers %s, controller voters %s, raft on %s", self.node_id,
-                 s.peers, voters, listen)
+        log.info("cluster runtime of node %d started: peers %s, controller voters %s, raft on %s (%s)",
+                 self.node_id, s.peers, voters, listen, s.raft_transport)
 
     def set_endpoints(self, grpc_port: int, kafka_port: int | None) -> None:
         """The front doors listen: register this broker with the controller (in the background)."""

@@ -32,6 +32,7 @@ def test_precedence(tmp_path):
     ("topic_defaults = 5\n", "topic_defaults"),
     ("unknown = 1\n", "unknown"),
     ("grpc_port = \n", "tidelog.toml"),
+    ("raft_transport = 'udp'\n", "raft_transport"),
 ])
 def test_bad_file_values_are_named(tmp_path, text, needle):
     config = tmp_path / "tidelog.toml"
@@ -55,3 +56,16 @@ def test_group_configs_from_file_and_flags(tmp_path):
         resolve({"group_configs": {"group.no.such.setting": "1"}}, environ={})
     with pytest.raises(SettingsError, match="group_configs"):
         resolve({"group_configs": {"offsets.topic.num.partitions": "many"}}, environ={})
+
+
+def test_raft_transport_reaches_the_cluster_settings(tmp_path):
+    peers = "1=127.0.0.1:7813,2=127.0.0.1:7823"
+    settings = resolve({"peers": peers, "node_id": 1}, environ={})
+    assert settings.raft_transport == "tcp" and settings.cluster_settings().raft_transport == "tcp"
+    settings = resolve({"peers": peers, "node_id": 2}, environ={"TIDELOG_RAFT_TRANSPORT": "GRPC"})
+    assert settings.cluster_settings().raft_transport == "grpc"
+    settings = resolve({"peers": peers, "node_id": 2, "raft_transport": "tcp"},
+                       environ={"TIDELOG_RAFT_TRANSPORT": "grpc"})
+    assert settings.cluster_settings().raft_transport == "tcp"
+    with pytest.raises(SettingsError, match="TIDELOG_RAFT_TRANSPORT"):
+        resolve({}, environ={"TIDELOG_RAFT_TRANSPORT": "quic"})

@@ -39,6 +39,16 @@ def _consume_all(bootstrap: str, topic: str, ends: dict[int, int], timeout: floa
 
 
 def test_kill_9_and_restart_each_broker_under_acks_all_load(cluster):
+    _kill_9_and_restart_each_broker_under_load(cluster)
+
+
+@pytest.mark.cluster(extra_args=["--raft-transport", "grpc"])
+def test_kill_9_and_restart_each_broker_under_acks_all_load_over_the_grpc_carrier(cluster):
+    """The same over `--raft-transport grpc` (the TCP carrier is the default, used everywhere else)."""
+    _kill_9_and_restart_each_broker_under_load(cluster)
+
+
+def _kill_9_and_restart_each_broker_under_load(cluster) -> None:
     cluster.wait_healthy()
     admin = Admin(cluster.bootstrap())
     admin.create_topic("orders", PARTITIONS)

@@ -27,7 +27,7 @@ from cluster.raft.host import (
     RaftHost,
 )
 from cluster.raft.partition_log import PartitionRaftLog
-from cluster.raft.transport import LeaderHint, RaftTransport
+from cluster.raft.transport import CARRIERS, DEFAULT_CARRIER, LeaderHint, RaftTransport
 from storage.record_batch import RecordInput, build_batch
 
 TICK_MS = 10
@@ -64,6 +64,8 @@ class Recorder(GroupListener):
 
 
 class Cluster:
+    carrier = DEFAULT_CARRIER  # the fixture below runs every test over both
+
     def __init__(self, root: str, ids=(1, 2, 3)) -> None:
         self.root = root
         self.ids = list(ids)
@@ -77,7 +79,7 @@ class Cluster:
 
     async def start_node(self, nid: int, **host_kw) -> RaftHost:
         t = RaftTransport(nid, {}, listen=f"127.0.0.1:{self.ports.get(nid, 0)}", rng=random.Random(nid),
-                          backoff_max_s=0.2)
+                          backoff_max_s=0.2, carrier=self.carrier)
         self.hints.setdefault(nid, [])
         t.on_leader_hint(lambda frm, hs, nid=nid: self.hints[nid].extend((frm, h) for h in hs))
         await t.start()
@@ -131,6 +133,12 @@ class Cluster:
     async def close(self) -> None:
         for nid in list(self.hosts):
             await self.stop_node(nid)
+
+
+@pytest.fixture(autouse=True, params=CARRIERS)
+def carrier(request, monkeypatch) -> str:
+    monkeypatch.setattr(Cluster, "carrier", request.param)
+    return request.param
 
 
 async def until(pred, timeout: float = 10.0) -> None:

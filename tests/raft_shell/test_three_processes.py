@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster.raft.demo_node import DemoCluster
+from cluster.raft.transport import CARRIERS
 from storage.record_batch import RecordInput, build_batch
 
 pytestmark = pytest.mark.slow
@@ -67,8 +68,8 @@ async def _propose_all(c: DemoCluster, values: range, acked: dict[int, tuple[int
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
-async def _scenario(root: str) -> dict[str, float]:
-    c = DemoCluster(root, 3, groups=3)
+async def _scenario(root: str, transport: str) -> dict[str, float]:
+    c = DemoCluster(root, 3, groups=3, transport=transport)
     figures: dict[str, float] = {}
     try:
         c.start_all()
@@ -138,10 +139,11 @@ async def _scenario(root: str) -> dict[str, float]:
         await c.aclose()
 
 
-def test_three_processes_failover_and_byte_identical_rejoin(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", CARRIERS)
+def test_three_processes_failover_and_byte_identical_rejoin(tmp_path: Path, transport: str) -> None:
     import uvloop
 
-    figures = uvloop.run(asyncio.wait_for(_scenario(str(tmp_path)), 240))
+    figures = uvloop.run(asyncio.wait_for(_scenario(str(tmp_path), transport), 240))
     print(f"\nfailover {figures['failover_s']:.2f}s, rejoin {figures['rejoin_s']:.2f}s, "
           f"{figures['first_phase_per_s']:.0f} acked proposals/s through Call")
     assert figures["failover_s"] < FAILOVER_BOUND_S
