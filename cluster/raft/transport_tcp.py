@@ -145,9 +145,15 @@ class TcpConnection(Connection):
 
     # -- writing ---------------------------------------------------------------------------------
 
-    async def write(self, env: pb.Envelope) -> None:
+    def _check_writable(self) -> None:
         if self.closed:
             raise ConnectionError("connection closed")
+        if self.transport.is_closing():  # the socket died before our reader noticed (a killed peer)
+            self.close()
+            raise ConnectionError("connection closed by the peer")
+
+    async def write(self, env: pb.Envelope) -> None:
+        self._check_writable()
         body = env.SerializeToString()
         if len(body) > MAX_MESSAGE_BYTES:
             raise ValueError(f"an envelope of {len(body)} bytes is above the frame limit of {MAX_MESSAGE_BYTES}")
@@ -162,8 +168,7 @@ class TcpConnection(Connection):
 
     def send_frame(self, ftype: int, *parts: bytes) -> None:
         """Write a control frame (call, result, ping) now, ahead of nothing: it never waits."""
-        if self.closed:
-            raise ConnectionError("connection closed")
+        self._check_writable()
         size = sum(len(p) for p in parts)
         self.transport.writelines((HEADER.pack(size, ftype), *parts))
 
@@ -290,6 +295,8 @@ class TcpConnection(Connection):
                     self.send_frame(F_CALL_RESULT, CALL_RESULT.pack(cid, 1), error.encode())
                 else:
                     self.send_frame(F_CALL_RESULT, CALL_RESULT.pack(cid, 0), bytes(payload))
+        except ConnectionError:
+            pass  # the caller lost the connection: its call fails as unavailable on its side
         finally:
             self.serving -= 1
 
@@ -313,7 +320,10 @@ class TcpConnection(Connection):
                 return
             if silent >= interval:
                 self._ping_seq += 1
-                self.send_frame(F_PING, CALL_ID.pack(self._ping_seq))
+                try:
+                    self.send_frame(F_PING, CALL_ID.pack(self._ping_seq))
+                except ConnectionError:
+                    return  # closed: the reader ends the connection
 
 
 def set_nodelay(writer: asyncio.StreamWriter) -> None:
@@ -502,9 +512,9 @@ class TcpCarrier(Carrier):
             self._call_seq += 1
             cid = self._call_seq
             fut = loop.create_future()
-            conn.pending[cid] = fut
+            conn.send_frame(F_CALL, CALL_ID.pack(cid), body)  # raises ConnectionError on a dead connection
+            conn.pending[cid] = fut  # after the send: a failed send leaves no orphan future behind
             try:
-                conn.send_frame(F_CALL, CALL_ID.pack(cid), body)
                 return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
             finally:
                 conn.pending.pop(cid, None)

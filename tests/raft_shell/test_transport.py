@@ -481,3 +481,33 @@ def test_tcp_a_peer_that_stops_reading_costs_a_bounded_queue_then_its_connection
             await net.close()
 
     asyncio.run(main())
+
+
+def test_a_call_over_a_connection_that_just_died_fails_as_unavailable() -> None:
+    """The peer's socket is gone but the reader has not noticed yet (a kill -9 a moment ago): the call must
+    fail with PeerUnavailableError, not with the event loop's error about writing to a closed handle."""
+    import uvloop  # the broker's loop; it raises on a write to a closed transport where asyncio only logs
+
+    async def main() -> None:
+        net = Net(2, "tcp")
+        await net.start(1)
+        await net.start(2)
+        net.wire()
+        try:
+            await net.connected()
+            peer = net.t[1]._peers[2]
+            conn = peer.stream
+            assert isinstance(conn, tcp.TcpConnection) and not conn.closed
+            conn.transport.abort()  # the socket closes under the connection ...
+            await asyncio.sleep(0)  # ... the loop closes the handle; the reader has not run yet
+            assert not conn.closed and conn.transport.is_closing()
+            with pytest.raises(PeerUnavailableError):
+                await net.t[1].call(2, "echo", b"x", 5)
+            assert conn.closed
+            # The pair reconnects and calls work again.
+            await net.connected()
+            assert await net.t[1].call(2, "echo", b"y", 5) == b"2:y"
+        finally:
+            await net.close()
+
+    uvloop.run(main())
