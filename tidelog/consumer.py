@@ -3,7 +3,8 @@
 Each `poll()` sends one long-poll Fetch for every assigned partition at its position and decodes the
 returned RecordBatch v2 bytes in the caller's thread. A fetch may start inside a batch: the records below
 the position are dropped here. Control batches (transaction markers, Raft leader changes) are skipped but
-advance the position. Consumer groups come later; `Consumer(topics=[...])` assigns every partition.
+advance the position. `Consumer(topics=[...])` assigns every partition (consumer groups: tidelog.GroupConsumer).
+`pause()` / `resume()` stop and restart fetching of assigned partitions, which keep their position.
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def _tp(value) -> TopicPartition:
         return value
     topic, partition = value
     return TopicPartition(topic, int(partition))
+
+
+def _tp_args(partitions: tuple) -> list[TopicPartition]:
+    """pause()/resume() arguments: partitions (TopicPartition or (topic, partition)) or iterables of them."""
+    out = []
+    for p in partitions:
+        if isinstance(p, TopicPartition) or (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)):
+            out.append(_tp(p))
+        else:
+            out.extend(_tp(q) for q in p)
+    return out
 
 
 def _next_offset(data: bytes) -> int:
@@ -100,6 +112,7 @@ class Consumer:
         self._cluster = ClusterClient(bootstrap, request_timeout_ms=request_timeout_ms)
         self._positions: dict[TopicPartition, int | None] = {}  # None: reset by auto_offset_reset
         self._buffer: collections.deque[ConsumerRecord] = collections.deque()
+        self._paused: set[TopicPartition] = set()  # assigned, keep their position, not fetched
         # The fetch in flight: (the positions it asked for, its future). At most one.
         self._inflight: tuple[dict[TopicPartition, int], concurrent.futures.Future] | None = None
         self._closed = False
@@ -120,6 +133,7 @@ class Consumer:
         """Replace the assignment. New partitions start per auto_offset_reset unless seeked."""
         wanted = [_tp(p) for p in partitions]
         self._positions = {tp: self._positions.get(tp) for tp in wanted}
+        self._paused &= self._positions.keys()  # a partition that stays assigned stays paused
         self._drop_buffered(lambda r: TopicPartition(r.topic, r.partition) not in self._positions)
 
     def assignment(self) -> set[TopicPartition]:
@@ -128,6 +142,34 @@ class Consumer:
     def _check_assigned(self, tp: TopicPartition) -> None:
         if tp not in self._positions:
             raise ValueError(f"partition {tp} is not assigned")
+
+    def pause(self, *partitions: TopicPartition | tuple[str, int] | Iterable) -> None:
+        """Stop fetching `partitions` (each a TopicPartition, a (topic, partition) pair or an iterable of them)
+        until resume(): they stay assigned and keep their position. Records of theirs already fetched are
+        dropped and fetched again from the position after resume()."""
+        tps = _tp_args(partitions)
+        for tp in tps:
+            self._check_assigned(tp)
+        for tp in tps:
+            if tp in self._paused:
+                continue
+            self._paused.add(tp)
+            first = next((r.offset for r in self._buffer if r.topic == tp.topic and r.partition == tp.partition),
+                         None)
+            if first is not None:  # back to the first record not returned yet
+                self._positions[tp] = first
+                self._drop_buffered(lambda r, tp=tp: r.topic == tp.topic and r.partition == tp.partition)
+
+    def resume(self, *partitions: TopicPartition | tuple[str, int] | Iterable) -> None:
+        """Fetch `partitions` again, from their position. Resuming a partition that is not paused does nothing."""
+        tps = _tp_args(partitions)
+        for tp in tps:
+            self._check_assigned(tp)
+        self._paused.difference_update(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        """The partitions paused with pause() (and still assigned)."""
+        return set(self._paused)
 
     def seek(self, partition: TopicPartition | tuple[str, int], offset: int) -> None:
         """The next record returned for `partition` is the one at `offset` (or the first after it)."""
@@ -246,13 +288,18 @@ class Consumer:
     def _fetch(self, max_wait_ms: int) -> None:
         """Wait up to max_wait_ms for the fetch in flight (or a new one), buffer its records, and send the next
         fetch before decoding so the broker works while this thread decodes."""
-        if not self._positions:
+        paused = self._paused
+        if len(paused) == len(self._positions):  # nothing assigned, or everything paused
+            if self._inflight is not None:
+                self._inflight[1].cancel()
+                self._inflight = None
             time.sleep(max_wait_ms / 1000)
             return
-        unknown = [tp for tp, pos in self._positions.items() if pos is None]
+        unknown = [tp for tp, pos in self._positions.items() if pos is None and tp not in paused]
         if unknown:
             self._reset_positions(unknown)
-        positions: dict[TopicPartition, int] = dict(self._positions)  # type: ignore[arg-type]
+        positions: dict[TopicPartition, int] = {  # type: ignore[misc]
+            tp: pos for tp, pos in self._positions.items() if tp not in paused}
         inflight = self._inflight
         if inflight is not None and inflight[0] != positions:
             inflight[1].cancel()  # a seek or a new assignment since it was sent
@@ -288,8 +335,8 @@ class Consumer:
         for result in response.partitions:
             tp = TopicPartition(result.topic, result.partition)
             position = self._positions.get(tp)
-            if position is None or position != positions.get(tp):
-                continue  # unassigned or seeked meanwhile
+            if position is None or position != positions.get(tp) or tp in self._paused:
+                continue  # unassigned, seeked or paused meanwhile
             if result.error_code:
                 name = _error_name(result.error_code)
                 if name == "OFFSET_OUT_OF_RANGE" and self.auto_offset_reset != "none":

@@ -8,7 +8,13 @@ describe with lag, reset offsets, delete).
 The coordinator assigns partitions (server-side assignors: range, roundrobin, sticky, cooperative-sticky).
 A background task on the client's loop heartbeats; a rebalance is handled inside `poll()` on the caller's
 thread: offsets of processed records are committed (auto-commit), `on_revoke` runs, the member rejoins,
-`on_assign` runs and fetching resumes from the committed offsets (else `auto_offset_reset`).
+`on_assign` runs and fetching resumes from the committed offsets (else `auto_offset_reset`). The join itself
+runs on the client's loop: the coordinator may hold it until every member has rejoined (up to the rebalance
+timeout), and `poll(timeout)` waits for it no longer than `timeout` (returning no records), the next poll
+carrying on; `close()` abandons a pending join and leaves the group.
+
+`pause()` / `resume()` / `paused()` stop and restart fetching of assigned partitions without leaving the
+group, as in Kafka's clients.
 
 At-least-once by default: only offsets of records that were returned to the application *and* processed
 are committed. A record returned by `poll()` counts as processed when `poll()` is called again (or the
@@ -20,6 +26,7 @@ iterator moves past it, or `commit()`/`close()` is called); auto-commit commits 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -305,6 +312,7 @@ class GroupConsumer:
         self._fenced = False
         self._joined = False
         self._joining = False
+        self._join_future: concurrent.futures.Future | None = None  # the join running on the client loop
         self._heartbeat_task: asyncio.Future | None = None
         self._heartbeat_stop: asyncio.Event | None = None
         self._closed = False
@@ -328,7 +336,8 @@ class GroupConsumer:
         self._mark_processed()
         deadline = time.monotonic() + timeout
         while True:
-            self._ensure_member(deadline)
+            if not self._ensure_member(deadline):
+                return []  # the join goes on in the background; the next poll picks it up
             self._maybe_auto_commit()
             remaining = deadline - time.monotonic()
             records = self._consumer.poll(timeout=max(0.0, min(remaining, 0.2)),
@@ -450,34 +459,54 @@ class GroupConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self._assignment)
 
-    def _ensure_member(self, deadline: float) -> None:
-        """Join (or rejoin after a rebalance) before fetching; revocation happens here, on the caller's thread."""
-        if self._joined and not self._rejoin.is_set():
-            return
-        cooperative = self.assignor == "cooperative-sticky"
-        if self._joined and not cooperative:
-            self._revoke(list(self._assignment))  # eager: give everything back before rejoining
-        if self._fenced:
-            self._revoke(list(self._assignment))
-        while not self._closed:
+    def pause(self, *partitions: TopicPartition | tuple[str, int] | Iterable) -> None:
+        """Stop fetching these assigned partitions until resume(): the member stays in the group (heartbeats go
+        on), the partitions keep their position, and records of theirs already fetched are not returned (they
+        are fetched again after resume()). A rebalance that revokes a paused partition unpauses it (with the
+        eager assignors every rebalance revokes everything: pause again in on_assign)."""
+        self._check_open()
+        self._consumer.pause(*partitions)
+
+    def resume(self, *partitions: TopicPartition | tuple[str, int] | Iterable) -> None:
+        """Fetch these partitions again, from their position."""
+        self._check_open()
+        self._consumer.resume(*partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return self._consumer.paused()
+
+    def _ensure_member(self, deadline: float) -> bool:
+        """Join (or rejoin after a rebalance) before fetching; revocation happens here, on the caller's thread.
+        The join runs on the client loop: the coordinator may hold it for up to the rebalance timeout, while
+        this waits only until `deadline` (as Kafka's poll does). -> True once joined (False: still joining)."""
+        if self._join_future is None:
+            if self._joined and not self._rejoin.is_set():
+                return True
+            cooperative = self.assignor == "cooperative-sticky"
+            if self._joined and not cooperative:
+                self._revoke(list(self._assignment))  # eager: give everything back before rejoining
+            if self._fenced:
+                self._revoke(list(self._assignment))
+            self._check_open()
             self._rejoin.clear()
-            self._joining = True
-            try:
-                response = self._join()
-            finally:
-                self._joining = False
-            code = response.error_code
-            if code == NONE:
-                break
-            if code == UNKNOWN_MEMBER_ID:
-                self.member_id = ""
-            elif code == ILLEGAL_GENERATION or code == REBALANCE_IN_PROGRESS:
-                self.member_id = response.member_id or self.member_id
-            elif code == FENCED_INSTANCE_ID:
-                raise GroupError(code, f"another member uses group.instance.id {self.group_instance_id!r}")
-            elif code not in _RETRY_COORDINATOR:
-                raise GroupError(code, response.error_message or f"joining group {self.group_id} failed")
-            time.sleep(self.retry_backoff)
+            self._joining = True  # no heartbeats meanwhile: the pending join keeps the session alive
+            self._join_future = self._group.loop_thread.submit(self._join())
+        future = self._join_future
+        try:
+            response = future.result(max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            return False
+        except concurrent.futures.CancelledError:
+            self._join_future = None
+            self._joining = False
+            self._check_open()
+            return False
+        except BaseException:
+            self._join_future = None
+            self._joining = False
+            raise
+        self._join_future = None
+        self._joining = False
         self.member_id = response.member_id
         self.generation_id = response.generation_id
         new = sorted(TopicPartition(tp.topic, tp.partition) for tp in response.assignment)
@@ -503,31 +532,49 @@ class GroupConsumer:
             self.on_assign(list(added))  # eager: everything was revoked, so this is the whole assignment
         log.info("member %s of %s: generation %d, assigned %s", self.member_id, self.group_id,
                  self.generation_id, ", ".join(map(str, new)) or "nothing")
+        return True
 
-    def _join(self):
+    async def _join(self):
+        """GroupJoin (join + sync) until it succeeds, on the client loop; retriable answers are retried here.
+        -> the successful GroupJoinResponse. Cancelled by close()."""
         from proto.rpc import groups_v1_pb2 as gpb
 
-        request = gpb.GroupJoinRequest(
-            group_id=self.group_id, member_id=self.member_id, topics=self.topics, assignor=self.assignor,
-            session_timeout_ms=self.session_timeout_ms, rebalance_timeout_ms=self.rebalance_timeout_ms,
-            client_id=self.client_id, generation_id=self.generation_id,
-            owned_partitions=[gpb.GroupTopicPartition(topic=tp.topic, partition=tp.partition)
-                              for tp in self._assignment])
-        if self.group_instance_id is not None:
-            request.group_instance_id = self.group_instance_id
         timeout = self.rebalance_timeout_ms / 1000 + self.request_timeout
-        while True:
+        while not self._closed:
+            request = gpb.GroupJoinRequest(
+                group_id=self.group_id, member_id=self.member_id, topics=self.topics, assignor=self.assignor,
+                session_timeout_ms=self.session_timeout_ms, rebalance_timeout_ms=self.rebalance_timeout_ms,
+                client_id=self.client_id, generation_id=self.generation_id,
+                owned_partitions=[gpb.GroupTopicPartition(topic=tp.topic, partition=tp.partition)
+                                  for tp in self._assignment])
+            if self.group_instance_id is not None:
+                request.group_instance_id = self.group_instance_id
             try:
-                return self._group.call("GroupJoin", request, timeout=timeout)
+                response = await self._group.acall("GroupJoin", request, timeout=timeout)
             except (BrokerUnavailableError, RequestTimedOutError) as exc:
                 if self._closed:
                     raise
                 log.info("joining %s: %s; retrying", self.group_id, exc)
-                time.sleep(max(self.retry_backoff, 0.2))
+                await asyncio.sleep(max(self.retry_backoff, 0.2))
+                continue
             except TidelogError as exc:
                 if exc.error_name != "COORDINATOR_NOT_AVAILABLE":
                     raise
-                time.sleep(max(self.retry_backoff, 0.2))
+                await asyncio.sleep(max(self.retry_backoff, 0.2))
+                continue
+            code = response.error_code
+            if code == NONE:
+                return response
+            if code == UNKNOWN_MEMBER_ID:
+                self.member_id = ""
+            elif code == ILLEGAL_GENERATION or code == REBALANCE_IN_PROGRESS:
+                self.member_id = response.member_id or self.member_id
+            elif code == FENCED_INSTANCE_ID:
+                raise GroupError(code, f"another member uses group.instance.id {self.group_instance_id!r}")
+            elif code not in _RETRY_COORDINATOR:
+                raise GroupError(code, response.error_message or f"joining group {self.group_id} failed")
+            await asyncio.sleep(self.retry_backoff)
+        raise TidelogError("the group consumer is closed")
 
     def _fetch_committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
         deadline = time.monotonic() + self.request_timeout
@@ -631,12 +678,14 @@ class GroupConsumer:
         if self._closed:
             return
         try:
-            if self._joined and leave:
-                self._mark_processed()
-                if self.enable_auto_commit and not self._fenced:
-                    self._commit(dict(self._processed), raise_errors=False)
-                if self.on_revoke is not None and self._assignment:
-                    self.on_revoke(list(self._assignment))
+            joining = self._cancel_join()
+            if leave and (self._joined or joining):
+                if self._joined:
+                    self._mark_processed()
+                    if self.enable_auto_commit and not self._fenced:
+                        self._commit(dict(self._processed), raise_errors=False)
+                    if self.on_revoke is not None and self._assignment:
+                        self.on_revoke(list(self._assignment))
                 self._closed = True
                 self._stop_heartbeat()
                 self._leave()
@@ -646,11 +695,25 @@ class GroupConsumer:
             self._consumer.close()
             self._group.close()
 
+    def _cancel_join(self) -> bool:
+        """Stop a join that is still running on the client loop (the coordinator may hold it for the rebalance
+        timeout). -> whether one was pending (the member may then be in the group: leave it)."""
+        future, self._join_future = self._join_future, None
+        if future is None:
+            return False
+        future.cancel()
+        self._joining = False
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self.member_id = future.result().member_id  # answered but not yet applied by poll()
+        return True
+
     def _leave(self) -> None:
         from proto.rpc import groups_v1_pb2 as gpb
 
         if self.group_instance_id is not None:
             return  # a static member keeps its partitions until its session times out (restart without rebalance)
+        if not self.member_id:
+            return  # a first join that was never answered: the coordinator has no id of ours to remove
         try:
             self._group.call("GroupLeave", gpb.GroupLeaveRequest(group_id=self.group_id, member_id=self.member_id),
                              timeout=5)
