@@ -37,16 +37,9 @@ HOST = "127.0.0.1"
 
 
 def free_ports(n: int) -> list[int]:
-    import socket
+    from tidelog._ports import free_ports as pick
 
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return pick(n, HOST)
 
 
 def describe(port: int):

@@ -176,18 +176,9 @@ class Node:
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    import socket
+    from tidelog._ports import free_ports as pick
 
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return pick(n, host)
 
 
 class DemoCluster:

@@ -1,7 +1,6 @@
 """Every command has --help (exit 0); bad usage exits non-zero with exactly one line on stderr."""
 
 import shutil
-import socket
 import subprocess
 
 import pytest
@@ -28,9 +27,9 @@ def run_cli(*args, stdin=None, timeout=30, env=None):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from tidelog._ports import free_port as pick
+
+    return pick()
 
 
 def test_every_command_has_help():

@@ -21,18 +21,10 @@ HOST = "127.0.0.1"
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on loopback (bound together, so no two are the same)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct free TCP ports on loopback, outside the ephemeral range (see tidelog._ports)."""
+    from tidelog._ports import free_ports as pick
+
+    return pick(n, HOST)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):

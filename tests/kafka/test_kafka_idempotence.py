@@ -207,10 +207,9 @@ def _close_both(*socks) -> None:
 @pytest.fixture
 def proxied(tmp_path):
     """A listener that advertises a proxy in front of it, so every client connection goes through the proxy."""
-    holder = socket.socket()
-    holder.bind((HOST, 0))
-    lt_port = holder.getsockname()[1]
-    holder.close()
+    from tidelog._ports import free_port
+
+    lt_port = free_port(HOST)
     lt = ListenerThread(tmp_path / "data")
     lt.port = lt_port
     proxy = DroppingProxy(lt_port, drop_produce_responses={1, 4}).start()
