@@ -47,6 +47,7 @@ COORDINATOR_NOT_AVAILABLE = 15
 NOT_COORDINATOR = 16
 ILLEGAL_GENERATION = 22
 UNKNOWN_MEMBER_ID = 25
+MEMBER_ID_REQUIRED = 79
 REBALANCE_IN_PROGRESS = 27
 FENCED_INSTANCE_ID = 82
 _RETRY_COORDINATOR = {COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR}
@@ -565,7 +566,12 @@ class GroupConsumer:
             code = response.error_code
             if code == NONE:
                 return response
-            if code == UNKNOWN_MEMBER_ID:
+            if code == MEMBER_ID_REQUIRED and response.member_id:
+                fresh = response.member_id != self.member_id
+                self.member_id = response.member_id  # a first join: rejoin under the id given
+                if fresh:
+                    continue  # at once (a repeat waits the backoff below)
+            elif code == UNKNOWN_MEMBER_ID:
                 self.member_id = ""
             elif code == ILLEGAL_GENERATION or code == REBALANCE_IN_PROGRESS:
                 self.member_id = response.member_id or self.member_id

@@ -149,7 +149,9 @@ class GroupServicer(pb_grpc.GroupServiceServicer):
             protocols=((assignor, metadata),),
             session_timeout_ms=request.session_timeout_ms or DEFAULT_SESSION_TIMEOUT_MS,
             rebalance_timeout_ms=request.rebalance_timeout_ms or DEFAULT_REBALANCE_TIMEOUT_MS,
-            group_instance_id=instance, require_known_member_id=False, supports_skip_assignment=True,
+            # A first join gets MEMBER_ID_REQUIRED with its id (as Kafka's JoinGroup v4+): the client knows who it
+            # is before the coordinator holds its join, so it can leave if it closes meanwhile.
+            group_instance_id=instance, require_known_member_id=instance is None, supports_skip_assignment=True,
             client_id=request.client_id, client_host=_peer_host(context), server_assignment=True)
         joined = await self.service.call(join)
         if joined.error != ErrorCode.NONE:

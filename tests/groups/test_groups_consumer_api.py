@@ -122,3 +122,27 @@ def test_paused_member_stays_in_the_group_past_its_session_timeout(node):
         for p in (0, 1):  # each partition in order from its start, nothing skipped or repeated
             assert [r.value.decode() for r in got if r.partition == p] == [v for v in values if v.startswith(f"{p}:")]
         assert member.paused() == set()
+
+
+def test_closing_during_a_first_join_leaves_no_member_behind(node):
+    """A first join is answered MEMBER_ID_REQUIRED with the member's id (as Kafka's JoinGroup v4+) before the
+    coordinator holds it, so a member closed while its first join is held can still leave: the group does
+    not keep it until its session or the rebalance times out."""
+    from tidelog import GroupAdmin
+
+    topic, group = "first-join-close", "g-first-join-close"
+    create_topic(node.grpc, topic, 2)
+    stuck = _member(node, group, topic)
+    try:
+        wait_until(lambda: stuck.poll(0.2) or stuck.assignment(), 30, what="the first member to be assigned")
+        late = _member(node, group, topic)
+        wait_until(lambda: late.poll(0.1) == [] and late.member_id, 10, what="the late member to get its id")
+        with GroupAdmin(node.grpc) as admin:
+            wait_until(lambda: len(admin.describe_group(group).members) == 2, 10, what="the held join to count")
+            _, took = _timed(late.close)
+            assert took < BOUND_S
+            # Well inside the 3 s session and the 20 s rebalance timeout: only `stuck` is left.
+            wait_until(lambda: [m.member_id for m in admin.describe_group(group).members] == [stuck.member_id],
+                       1.5, what="the closed member to be gone")
+    finally:
+        stuck.close()
