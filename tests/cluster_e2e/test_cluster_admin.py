@@ -67,7 +67,9 @@ def test_metadata_operations_resume_under_a_new_controller_leader(cluster):
     cluster.restart(controller)
     cluster.wait_healthy(["after-failover"], timeout=30)
     restarted = Admin(cluster.bootstrap([controller]))
-    assert "after-failover" in restarted.list_topics()
+    # Its controller metadata (what wait_healthy reads) may be ahead of its broker core by the time it takes to
+    # open the topic's replicas, as a Kafka broker's metadata cache is eventually consistent: wait, bounded.
+    wait_until(lambda: "after-failover" in restarted.list_topics(), 15, what="the restarted broker to list the topic")
     assert restarted.describe_configs("after-failover")["retention.ms"].value == "3600000"
 
 
