@@ -35,7 +35,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -212,17 +211,17 @@ def grpc_throughput(cluster: Cluster, topic: str, count: int, size: int, args) -
             "replay_msgs": count / replay_s, "replay_mb": count * size / 1e6 / replay_s, "rf": rf}
 
 
-def grpc_latency(cluster: Cluster, topic: str, rate: int, seconds: float, args) -> dict:
+def paced_grpc(bootstrap: str, topic: str, rate: int, count: int, linger_ms: float | None
+               ) -> tuple[list[float], float, list[float]]:
+    """`count` records of 100 B sent open loop at `rate`/s with tidelog.Producer, acks=all.
+    -> (send -> ack seconds per record, NaN if never acked; elapsed seconds; request latencies)."""
     from tidelog import Producer
 
-    grpc_create(cluster.grpc_bootstrap, topic, args.partitions)
-    cluster.replicas_of(topic)
-    count = int(rate * seconds)
-    latencies: list[float] = [0.0] * count
-    done = [0]
-    lock = threading.Lock()
+    latencies = [float("nan")] * count
     value = os.urandom(100)
-    with Producer(cluster.grpc_bootstrap, acks="all", linger_ms=args.lat_linger_ms) as producer:
+    kwargs = {} if linger_ms is None else {"linger_ms": linger_ms}
+    with Producer(bootstrap, acks="all", **kwargs) as producer:
+        producer.partitions_for(topic)  # metadata before the clock starts
         started = time.perf_counter()
         for i in range(count):
             due = started + i / rate
@@ -232,19 +231,70 @@ def grpc_latency(cluster: Cluster, topic: str, rate: int, seconds: float, args) 
             sent = time.perf_counter()
 
             def acked(future, i=i, sent=sent):
-                latencies[i] = time.perf_counter() - sent
-                with lock:
-                    done[0] += 1
+                if future.exception() is None:
+                    latencies[i] = time.perf_counter() - sent
 
             producer.send(topic, value).add_done_callback(acked)
             if i % rate == 0:
                 progress("grpc paced", i, count, started)
         producer.flush(60)
         elapsed = time.perf_counter() - started
+        requests = [r for r, _age in list(producer.batch_latencies)]
     log("")
-    measured = latencies[rate:] if count > 2 * rate else latencies  # drop the first second: warm-up
-    return {"achieved_rate": count / elapsed, "acked": done[0], "p50_ms": percentile(measured, 0.5) * 1000,
-            "p99_ms": percentile(measured, 0.99) * 1000}
+    return latencies, elapsed, requests
+
+
+def paced_kafka(bootstrap: str, topic: str, rate: int, count: int, linger_ms: float | None
+                ) -> tuple[list[float], float]:
+    """`count` records of 100 B sent open loop at `rate`/s with confluent-kafka, acks=all.
+    -> (send -> delivery report seconds per record, NaN if never delivered; elapsed seconds)."""
+    from confluent_kafka import Producer
+
+    sent_at = [0.0] * count
+    latencies = [float("nan")] * count
+    conf = {"bootstrap.servers": bootstrap, "acks": "all"}
+    if linger_ms is not None:
+        conf["linger.ms"] = linger_ms
+    p = Producer(conf)
+    padding = os.urandom(92)
+
+    def on_delivery(err, msg):
+        if err is None:
+            (seq,) = struct.unpack_from(">q", msg.value())
+            latencies[seq] = time.perf_counter() - sent_at[seq]
+
+    p.list_topics(topic, timeout=10)  # metadata before the clock starts
+    started = time.perf_counter()
+    for i in range(count):
+        due = started + i / rate
+        while True:  # serve delivery reports while waiting, so their latency is not our sleep
+            now = time.perf_counter()
+            if now >= due:
+                break
+            p.poll(min(0.0005, due - now))
+        sent_at[i] = time.perf_counter()
+        p.produce(topic, struct.pack(">q", i) + padding, on_delivery=on_delivery)
+        p.poll(0)
+        if i % rate == 0:
+            progress("kafka paced", i, count, started)
+    p.flush(60)
+    elapsed = time.perf_counter() - started
+    log("")
+    return latencies, elapsed
+
+
+def _latency_figures(latencies: list[float], elapsed: float, rate: int) -> dict:
+    count = len(latencies)
+    measured = [v for v in (latencies[rate:] if count > 2 * rate else latencies) if v == v]  # drop warm-up
+    return {"achieved_rate": count / elapsed, "acked": sum(1 for v in latencies if v == v),
+            "p50_ms": percentile(measured, 0.5) * 1000, "p99_ms": percentile(measured, 0.99) * 1000}
+
+
+def grpc_latency(cluster: Cluster, topic: str, rate: int, seconds: float, args) -> dict:
+    grpc_create(cluster.grpc_bootstrap, topic, args.partitions)
+    cluster.replicas_of(topic)
+    latencies, elapsed, _ = paced_grpc(cluster.grpc_bootstrap, topic, rate, int(rate * seconds), args.lat_linger_ms)
+    return _latency_figures(latencies, elapsed, rate)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -300,41 +350,10 @@ def kafka_throughput(cluster: Cluster, topic: str, count: int, size: int, args) 
 
 
 def kafka_latency(cluster: Cluster, topic: str, rate: int, seconds: float, args) -> dict:
-    from confluent_kafka import Producer
-
     kafka_create(cluster.kafka_bootstrap, topic, args.partitions, args.replication_factor)
     cluster.replicas_of(topic)
-    count = int(rate * seconds)
-    sent_at = [0.0] * count
-    latencies = [float("nan")] * count
-    p = Producer({"bootstrap.servers": cluster.kafka_bootstrap, "acks": "all", "linger.ms": args.lat_linger_ms})
-    padding = os.urandom(92)
-
-    def on_delivery(err, msg):
-        if err is None:
-            (seq,) = struct.unpack_from(">q", msg.value())
-            latencies[seq] = time.perf_counter() - sent_at[seq]
-
-    p.list_topics(topic, timeout=10)  # metadata before the clock starts
-    started = time.perf_counter()
-    for i in range(count):
-        due = started + i / rate
-        while True:  # serve delivery reports while waiting, so their latency is not our sleep
-            now = time.perf_counter()
-            if now >= due:
-                break
-            p.poll(min(0.0005, due - now))
-        sent_at[i] = time.perf_counter()
-        p.produce(topic, struct.pack(">q", i) + padding, on_delivery=on_delivery)
-        p.poll(0)
-        if i % rate == 0:
-            progress("kafka paced", i, count, started)
-    p.flush(60)
-    elapsed = time.perf_counter() - started
-    log("")
-    measured = [v for v in (latencies[rate:] if count > 2 * rate else latencies) if v == v]
-    return {"achieved_rate": count / elapsed, "acked": sum(1 for v in latencies if v == v),
-            "p50_ms": percentile(measured, 0.5) * 1000, "p99_ms": percentile(measured, 0.99) * 1000}
+    latencies, elapsed = paced_kafka(cluster.kafka_bootstrap, topic, rate, int(rate * seconds), args.lat_linger_ms)
+    return _latency_figures(latencies, elapsed, rate)
 
 
 # --------------------------------------------------------------------------------------------------------

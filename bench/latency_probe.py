@@ -20,18 +20,16 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cluster_bench import Cluster, grpc_create, kafka_create, log  # noqa: E402
+from bench.cluster_bench import Cluster, grpc_create, kafka_create, log, paced_grpc, paced_kafka  # noqa: E402
 from bench.grpc_bench import percentile  # noqa: E402
 
 QS = (0.5, 0.9, 0.99, 0.999)
@@ -46,73 +44,22 @@ def summary(values: list[float]) -> dict:
 
 
 def grpc_run(cluster: Cluster, topic: str, rate: int, seconds: float, linger: float | None, partitions: int) -> dict:
-    from tidelog import Producer
-
     grpc_create(cluster.grpc_bootstrap, topic, partitions)
     cluster.replicas_of(topic)
-    count = int(rate * seconds)
-    latencies = [float("nan")] * count
-    value = os.urandom(100)
-    kwargs = {} if linger is None else {"linger_ms": linger}
-    with Producer(cluster.grpc_bootstrap, acks="all", **kwargs) as producer:
-        producer.partitions_for(topic)
-        started = time.perf_counter()
-        for i in range(count):
-            due = started + i / rate
-            now = time.perf_counter()
-            if due > now:
-                time.sleep(due - now)
-            sent = time.perf_counter()
-
-            def acked(future, i=i, sent=sent):
-                latencies[i] = time.perf_counter() - sent
-
-            producer.send(topic, value).add_done_callback(acked)
-        producer.flush(60)
-        elapsed = time.perf_counter() - started
-        requests = [r for r, _age in list(producer.batch_latencies)]
-    out = summary(latencies[rate:] if count > 2 * rate else latencies)
-    out["rate"] = count / elapsed
+    latencies, elapsed, requests = paced_grpc(cluster.grpc_bootstrap, topic, rate, int(rate * seconds), linger)
+    out = summary(latencies[rate:] if len(latencies) > 2 * rate else latencies)
+    out["rate"] = len(latencies) / elapsed
     out["request"] = summary(requests[len(requests) // max(1, int(seconds)):])
     return out
 
 
 def kafka_run(cluster: Cluster, topic: str, rate: int, seconds: float, linger: float | None, partitions: int,
               rf: int) -> dict:
-    from confluent_kafka import Producer
-
     kafka_create(cluster.kafka_bootstrap, topic, partitions, rf)
     cluster.replicas_of(topic)
-    count = int(rate * seconds)
-    sent_at = [0.0] * count
-    latencies = [float("nan")] * count
-    conf = {"bootstrap.servers": cluster.kafka_bootstrap, "acks": "all"}
-    if linger is not None:
-        conf["linger.ms"] = linger
-    p = Producer(conf)
-    padding = os.urandom(92)
-
-    def on_delivery(err, msg):
-        if err is None:
-            (seq,) = struct.unpack_from(">q", msg.value())
-            latencies[seq] = time.perf_counter() - sent_at[seq]
-
-    p.list_topics(topic, timeout=10)
-    started = time.perf_counter()
-    for i in range(count):
-        due = started + i / rate
-        while True:  # serve delivery reports while waiting, so their latency is not our sleep
-            now = time.perf_counter()
-            if now >= due:
-                break
-            p.poll(min(0.0005, due - now))
-        sent_at[i] = time.perf_counter()
-        p.produce(topic, struct.pack(">q", i) + padding, on_delivery=on_delivery)
-        p.poll(0)
-    p.flush(60)
-    elapsed = time.perf_counter() - started
-    out = summary(latencies[rate:] if count > 2 * rate else latencies)
-    out["rate"] = count / elapsed
+    latencies, elapsed = paced_kafka(cluster.kafka_bootstrap, topic, rate, int(rate * seconds), linger)
+    out = summary(latencies[rate:] if len(latencies) > 2 * rate else latencies)
+    out["rate"] = len(latencies) / elapsed
     return out
 
 

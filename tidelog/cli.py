@@ -261,7 +261,7 @@ COMMANDS.append(_add_cluster)
 
 
 def _add_group(commands, client) -> None:
-    from tidelog.group_consumer import add_group_commands  # `tidelog group list|describe|reset-offsets|delete`
+    from tidelog.group_cli import add_group_commands  # `tidelog group list|describe|reset-offsets|delete`
 
     add_group_commands(commands, client)
 

@@ -65,7 +65,7 @@ from storage.record_batch import (
     stamp_batch,
 )
 
-from .storage import CompactedError
+from .storage import CompactedError, entries_between
 from .types import Configuration, Entry, EntryKind, HardState, Snapshot
 
 META_FILE = "raft-meta"
@@ -245,7 +245,7 @@ class PartitionRaftLog:
             return []
         cache = self._cache
         if cache and lo >= cache[0].index:
-            return self._entries_from_cache(lo, limit, max_bytes)
+            return entries_between(self._cache, lo, limit, max_bytes)
         log = self.log
         out: list[Entry] = []
         total = 0  # of Entry.size, the core's measure (MemoryStorage's cap, exactly)
@@ -275,22 +275,6 @@ class PartitionRaftLog:
                 out.append(e)
                 index = last_offset + 1
                 pos += size
-        return out
-
-    def _entries_from_cache(self, lo: int, limit: int, max_bytes: int) -> list[Entry]:
-        cache = self._cache
-        pos = bisect_left(cache, lo, key=_INDEX)
-        assert pos < len(cache) and cache[pos].index == lo, f"{lo} is not an entry start"
-        out: list[Entry] = []
-        total = 0
-        for i in range(pos, len(cache)):
-            e = cache[i]
-            if e.index >= limit:
-                break
-            total += e.size
-            if out and total > max_bytes:
-                break
-            out.append(e)
         return out
 
     # -- helpers --------------------------------------------------------------------------------

@@ -26,6 +26,24 @@ from .types import Configuration, Entry, EntryKind, HardState, Snapshot
 _LAST_INDEX = attrgetter("last_index")
 
 
+def entries_between(ents: Sequence[Entry], lo: int, hi: int, max_bytes: int) -> list[Entry]:
+    """The entries of the sorted run `ents` from the one starting at `lo` up to (not including) index `hi`,
+    at most `max_bytes` of them but always at least one (a Raft log's `entries` contract)."""
+    pos = bisect_left(ents, lo, key=_LAST_INDEX)
+    assert pos < len(ents) and ents[pos].index == lo, f"{lo} is not an entry start"
+    out: list[Entry] = []
+    size = 0
+    for i in range(pos, len(ents)):
+        e = ents[i]
+        if e.index >= hi:
+            break
+        size += e.size
+        if out and size > max_bytes:
+            break
+        out.append(e)
+    return out
+
+
 class StorageError(Exception):
     pass
 
@@ -121,20 +139,7 @@ class MemoryStorage:
     def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
         if lo < self.first_index():
             raise CompactedError(lo)
-        ents = self._entries
-        pos = bisect_left(ents, lo, key=_LAST_INDEX)
-        assert pos < len(ents) and ents[pos].index == lo, f"{lo} is not an entry start"
-        out: list[Entry] = []
-        size = 0
-        for i in range(pos, len(ents)):
-            e = ents[i]
-            if e.index >= hi:
-                break
-            size += e.size
-            if out and size > max_bytes:
-                break
-            out.append(e)
-        return out
+        return entries_between(self._entries, lo, hi, max_bytes)
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
